@@ -1,0 +1,250 @@
+"""Load, default-fill and check a pipeline config before any job runs.
+
+The JSON schema (config/schema.yaml) fixes types, bounds and defaults; the checks below
+catch what a schema cannot express (domain names across sections, weights summing to 1).
+Every error names the offending key and value.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_DIR / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
+MODELS_PATH = CONFIG_DIR / "models.yaml"
+WEIGHT_SUM_TOLERANCE = 1e-3
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the value."""
+
+
+def _validator_with_defaults(schema: dict):
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+                # a $ref'd sub-schema carries its defaults one level down
+                if "$ref" in sub and key in instance and isinstance(instance[key], dict):
+                    resolved = validator._resolver.lookup(sub["$ref"]).contents
+                    for k, s in resolved.get("properties", {}).items():
+                        if "default" in s and k not in instance[key]:
+                            instance[key][k] = copy.deepcopy(s["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema_)
+
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return cls(schema)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def load_models() -> dict:
+    return yaml.safe_load(MODELS_PATH.read_text())
+
+
+def validate_config(config: dict | None) -> dict:
+    """Return a validated copy of `config` with every default filled in."""
+    config = copy.deepcopy(config or {})
+    validator = _validator_with_defaults(load_schema())
+    # defaults first (the validator fills them while it walks), then report errors
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            where = _key(err.absolute_path)
+            raise ConfigError(f"config key {where!s}: unknown key(s) {extra}")
+        raise ConfigError(f"config key '{_key(err.absolute_path)}' = {err.instance!r}: {err.message}")
+    _check_semantics(config)
+    return config
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    raw.update(overrides or {})
+    return validate_config(raw)
+
+
+def check_weights(weights: Any, domains: list[str], key: str) -> dict[str, float]:
+    """A mixture must name known domains with non-negative weights summing to 1."""
+    if not isinstance(weights, dict) or not weights:
+        raise ConfigError(f"config key '{key}': a mixture must be a non-empty mapping domain -> weight")
+    unknown = sorted(set(weights) - set(domains))
+    if unknown:
+        raise ConfigError(f"config key '{key}': unknown domain(s) {unknown} (known: {domains})")
+    for domain, weight in weights.items():
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"config key '{key}.{domain}' = {weight!r}: weight must be a finite number >= 0")
+    total = float(sum(weights.values()))
+    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ConfigError(f"config key '{key}': weights sum to {total:.6f}, not 1 (tolerance {WEIGHT_SUM_TOLERANCE})")
+    return {d: float(weights.get(d, 0.0)) / total for d in domains}
+
+
+def _check_semantics(config: dict) -> None:
+    domains = config["domains"]
+    models = load_models()
+    for stage in ("proxy", "large"):
+        name = config[stage]["model"]
+        if name not in models:
+            raise ConfigError(f"config key '{stage}.model' = {name!r}: no such model in {MODELS_PATH.name} (known: {sorted(models)})")
+        if config[stage]["global_batch"] % config[stage]["micro_batch"]:
+            raise ConfigError(
+                f"config key '{stage}.global_batch' = {config[stage]['global_batch']}: "
+                f"must be a multiple of {stage}.micro_batch = {config[stage]['micro_batch']}"
+            )
+        if config[stage]["warmup_steps"] >= config[stage]["steps"]:
+            raise ConfigError(f"config key '{stage}.warmup_steps' = {config[stage]['warmup_steps']}: must be below {stage}.steps")
+    for name, weights in config["large"]["named"].items():
+        if name in ("regmix", *config["large"]["baselines"]) or name.startswith("random_"):
+            raise ConfigError(f"config key 'large.named.{name}': name is reserved for a built-in candidate")
+        check_weights(weights, domains, f"large.named.{name}")
+    target = config["regression"]["target"]
+    if target != "mean" and target not in domains:
+        raise ConfigError(f"config key 'regression.target' = {target!r}: not a domain (domains: {domains}) nor 'mean'")
+    limits = config["data"]["token_limit"] or {}
+    unknown = sorted(set(limits) - set(domains))
+    if unknown:
+        raise ConfigError(f"config key 'data.token_limit': unknown domain(s) {unknown} (known: {domains})")
+    tok = config["tokenizer"]
+    if tok["kind"] == "pretrained" and not tok["name"]:
+        raise ConfigError("config key 'tokenizer.name' = None: required when tokenizer.kind is 'pretrained'")
+    if config["choose"]["top_k"] > config["choose"]["samples"]:
+        raise ConfigError(f"config key 'choose.top_k' = {config['choose']['top_k']}: larger than choose.samples")
+    if config["evaluate"]["suite"] == "lm_eval" and not config["evaluate"]["tasks"]:
+        raise ConfigError("config key 'evaluate.tasks' = []: suite 'lm_eval' needs at least one task")
+    # the data source checks its own keys and that its domains match `domains` exactly
+    from regmix import sources
+
+    sources.check_source_config(config)
+
+
+def candidate_names(config: dict) -> list[str]:
+    """Large-model candidates, in a fixed order: regmix, baselines, named, random."""
+    names = ["regmix", *config["large"]["baselines"], *config["large"]["named"]]
+    names += [f"random_{i:03d}" for i in range(config["large"]["random_candidates"])]
+    return names
+
+
+def mixture_ids(config: dict) -> list[str]:
+    return [f"mix_{i:04d}" for i in range(config["mixtures"]["count"])]
+
+
+def proxy_packs(config: dict) -> dict[str, list[str]]:
+    """Mixture ids grouped into packs trained together in one process."""
+    ids, size = mixture_ids(config), config["proxy"]["pack_size"]
+    return {f"pack_{p:04d}": ids[i : i + size] for p, i in enumerate(range(0, len(ids), size))}
+
+
+def model_architecture(name: str) -> dict:
+    models = load_models()
+    if name not in models:
+        raise ConfigError(f"model {name!r} not in {MODELS_PATH} (known: {sorted(models)})")
+    return {"name": name, **models[name]}
+
+
+def large_train_tokens(config: dict) -> int:
+    """Tokens one large-model run consumes (the epoch cap of synthesis and choice uses it)."""
+    large = config["large"]
+    return large["steps"] * large["global_batch"] * model_architecture(large["model"])["seq_len"]
+
+
+def stage_settings(config: dict, stage: str) -> dict:
+    """Exactly the config values one stage reads.
+
+    Rules pass these as a `params:` JSON string, so Snakemake reruns a stage when, and
+    only when, a value it actually uses changes.
+    """
+    base = {"seed": config["seed"], "domains": config["domains"]}
+    if stage == "corpus":
+        return {**base, "data": config["data"]}
+    if stage == "tokenizer":
+        return {**base, "data": config["data"], "tokenizer": config["tokenizer"]}
+    if stage == "tokenize":
+        return {**base, "data": config["data"]}
+    if stage == "mixtures":
+        return {**base, "mixtures": config["mixtures"], "large_train_tokens": large_train_tokens(config)}
+    if stage in ("proxy", "large"):
+        section = {k: v for k, v in config[stage].items() if k not in ("resources", "named", "baselines", "random_candidates")}
+        return {**base, stage: section, "model": model_architecture(config[stage]["model"])}
+    if stage == "regression":
+        return {**base, "regression": config["regression"]}
+    if stage == "choose":
+        return {
+            **base,
+            "choose": config["choose"],
+            "max_epochs": config["mixtures"]["max_epochs"],
+            "large_train_tokens": large_train_tokens(config),
+        }
+    if stage == "candidates":
+        return {
+            **base,
+            "named": config["large"]["named"],
+            "mixtures": config["mixtures"],
+            "large_train_tokens": large_train_tokens(config),
+        }
+    if stage == "evaluate":
+        return {**base, "evaluate": {k: v for k, v in config["evaluate"].items() if k != "resources"}}
+    if stage == "summary":
+        return {**base, "regression": config["regression"], "candidates": candidate_names(config)}
+    if stage == "archive":
+        return {**base, "archive": config["archive"], "container": config["container"]}
+    raise KeyError(f"no settings for stage {stage!r}")
+
+
+# The package modules each stage's code lives in. Rules list these files as inputs, so a
+# code change reruns exactly the stages that use it and what depends on them.
+STAGE_MODULES: dict[str, list[str]] = {
+    "corpus": ["corpus.py"],
+    "tokenizer": ["tokenizer.py", "sources.py"],
+    "tokenize": ["tokenization.py", "sources.py"],
+    "mixtures": ["mixtures.py"],
+    "proxy": ["train.py", "model.py", "data.py", "checkpoint.py"],
+    "large": ["train.py", "model.py", "data.py", "checkpoint.py"],
+    "collect_proxies": ["collect.py"],
+    "regression": ["regression.py"],
+    "choose": ["choose.py", "regression.py"],
+    "candidates": ["candidates.py", "mixtures.py"],
+    "evaluate": ["evaluate.py"],
+    "summary": ["summary.py", "regression.py"],
+    "collect": ["collect.py"],
+    "plots": ["plots.py"],
+    "archive": ["archive.py"],
+}
+
+
+def code_files(stage: str) -> list[str]:
+    package = Path(__file__).resolve().parent
+    return [str(package / name) for name in STAGE_MODULES[stage] if (package / name).exists()]
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="regmix check-config", description="Validate a config and print it with defaults.")
+    parser.add_argument("config", help="YAML config file")
+    args = parser.parse_args(argv)
+    print(json.dumps(load_config(args.config), indent=2))
+    return 0
