@@ -1,0 +1,40 @@
+# Stage 10: downstream evaluation of every large model with lm-evaluation-harness.
+
+LOCAL_SUITE = config["evaluate"]["suite"] == "local"
+
+if LOCAL_SUITE:
+
+    rule make_eval_tasks:
+        input:
+            documents=source_files("valid"),
+            tokenizer=f"{R}/tokenizer",
+            code=code_files("evaluate"),
+        output:
+            directory(f"{R}/eval_tasks"),
+        params:
+            settings=settings("evaluate"),
+        log:
+            f"{R}/logs/make_eval_tasks.log",
+        shell:
+            "regmix make-tasks --settings {params.settings:q} --corpus {R}/corpus --tokenizer {input.tokenizer}"
+            " --out {output} > {log} 2>&1"
+
+
+rule evaluate_candidate:
+    input:
+        model=f"{R}/large/{{candidate}}/model",
+        tasks=f"{R}/eval_tasks" if LOCAL_SUITE else [],
+        code=code_files("evaluate"),
+    output:
+        f"{R}/eval/{{candidate}}.json",
+    params:
+        settings=settings("evaluate"),
+        tasks=f"--tasks {R}/eval_tasks" if LOCAL_SUITE else "",
+    threads: 2
+    resources:
+        **rule_resources(config, "evaluate"),
+    log:
+        f"{R}/logs/evaluate/{{candidate}}.log",
+    shell:
+        "regmix evaluate --settings {params.settings:q} --model {input.model} {params.tasks}"
+        " --out {output} > {log} 2>&1"
