@@ -204,10 +204,18 @@ def stage_settings(config: dict, stage: str) -> dict:
             "mixtures": config["mixtures"],
             "large_train_tokens": large_train_tokens(config),
         }
+    if stage == "eval_tasks":
+        keys = ("docs_per_task", "max_doc_chars", "mc_choices", "mc_context_chars", "mc_continuation_chars")
+        return {**base, "data": config["data"], "evaluate": {k: config["evaluate"][k] for k in keys}}
     if stage == "evaluate":
         return {**base, "evaluate": {k: v for k, v in config["evaluate"].items() if k != "resources"}}
-    if stage == "summary":
-        return {**base, "regression": config["regression"], "candidates": candidate_names(config)}
+    if stage in ("summary", "collect", "plots"):
+        return {
+            **base,
+            "regression": config["regression"],
+            "candidates": candidate_names(config),
+            "mixture_ids": mixture_ids(config),
+        }
     if stage == "archive":
         return {**base, "archive": config["archive"], "container": config["container"]}
     raise KeyError(f"no settings for stage {stage!r}")
@@ -226,16 +234,18 @@ STAGE_MODULES: dict[str, list[str]] = {
     "regression": ["regression.py"],
     "choose": ["choose.py", "regression.py"],
     "candidates": ["candidates.py", "mixtures.py"],
+    "eval_tasks": ["evaluate.py", "sources.py"],
     "evaluate": ["evaluate.py"],
-    "summary": ["summary.py", "regression.py"],
-    "collect": ["collect.py"],
+    "summary": ["summary.py"],
+    "collect": ["collect.py", "regression.py"],
     "plots": ["plots.py"],
     "archive": ["archive.py"],
 }
 
 
-def code_files(stage: str) -> list[str]:
-    package = Path(__file__).resolve().parent
+def code_files(stage: str, package_dir: str | Path | None = None) -> list[str]:
+    """The module files behind `stage` (in `package_dir`, default: this package)."""
+    package = Path(package_dir) if package_dir else Path(__file__).resolve().parent
     return [str(package / name) for name in STAGE_MODULES[stage] if (package / name).exists()]
 
 
@@ -293,3 +303,13 @@ def large_launcher(config: dict) -> str:
         "--rdzv_backend c10d --rdzv_endpoint $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 "
         "-m regmix.cli"
     )
+
+
+def offline_environment(config: dict) -> dict[str, str]:
+    """The demo never touches a hub; a study that names hub data or a hub tokenizer may."""
+    uses_hub = (
+        config["data"]["source"]["kind"] == "huggingface"
+        or config["tokenizer"]["kind"] == "pretrained"
+        or config["evaluate"]["suite"] == "lm_eval"
+    )
+    return {} if uses_hub else {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -1,23 +1,32 @@
 # Config validation (schema defaults + cross-checks) and the input helpers of every rule.
+import copy
 import json
+import os
 
 from regmix import sources
 from regmix.config import (
     ConfigError,
     candidate_names,
     candidate_settings,
-    code_files,
+    code_files as _code_files,
     large_launcher,
     mixture_ids,
     proxy_packs,
     rule_resources,
     stage_settings,
+    offline_environment,
     validate_config,
 )
 
-_validated = validate_config(config)
+# A --configfile describes a whole study: it replaces the demo config instead of being
+# merged into it (the demo's named mixtures must not leak into the paper's study).
+_raw = copy.deepcopy(workflow.config_settings.overwrite_config) if workflow.overwrite_configfiles else config
+_validated = validate_config(_raw)
 config.clear()
 config.update(_validated)
+
+for _name, _value in offline_environment(config).items():
+    os.environ.setdefault(_name, _value)
 
 R = config["results_dir"]
 DOMAINS = config["domains"]
@@ -31,6 +40,15 @@ wildcard_constraints:
     domain="|".join(DOMAINS),
     split="train|valid",
     candidate="|".join(CANDIDATES),
+
+
+# Track the package next to the Snakefile (the checkout being run), so that editing a
+# stage's module reruns that stage and what depends on it, and nothing upstream.
+_PACKAGE_DIR = os.path.join(workflow.basedir, "regmix")
+
+
+def code_files(stage):
+    return _code_files(stage, _PACKAGE_DIR if os.path.isdir(_PACKAGE_DIR) else None)
 
 
 def settings(stage):
