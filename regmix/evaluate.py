@@ -1,0 +1,294 @@
+"""Downstream evaluation with lm-evaluation-harness.
+
+`make-tasks` turns held-out (valid split) documents into local lm-eval tasks: one
+perplexity / bits-per-byte task per domain (`loglikelihood_rolling`) and one
+multiple-choice task per domain (pick the true continuation of a document among
+continuations cut from other held-out documents of the same domain, so the task tests
+coherence rather than telling domains apart). `evaluate` runs `lm_eval.simple_evaluate`
+on a Hugging Face checkpoint for every configured shot count and writes lm-eval's own
+result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from regmix import io
+
+TASKS_INDEX = "tasks.json"
+PERPLEXITY = "perplexity"
+MULTIPLE_CHOICE = "multiple_choice"
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+def _valid_documents(settings: dict, corpus_dir: Path, domain: str) -> Iterator[str]:
+    from regmix import sources
+
+    if hasattr(sources, "iter_documents"):
+        yield from sources.iter_documents(settings, corpus_dir, domain, "valid")
+        return
+    # the data stage has not provided a reader: the demo corpus layout is plain JSONL
+    path = corpus_dir / domain / "valid.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"held-out documents of domain {domain!r} not found: {path}")
+    with path.open() as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"{path}:{number}: not a JSON object with a 'text' field ({err})") from None
+
+
+def _split_point(text: str, context_chars: int) -> int | None:
+    """Index of a whitespace near `context_chars` where the continuation starts."""
+    if len(text) < 8:
+        return None
+    target = min(context_chars, len(text) // 2)
+    for offset in range(0, target):
+        for pos in (target - offset, target + offset):
+            if 0 < pos < len(text) - 1 and text[pos].isspace() and not text[pos - 1].isspace():
+                return pos
+    return None
+
+
+def _choice_items(docs: list[str], domain: str, ev: dict, rng: random.Random) -> list[dict]:
+    context_chars, cont_chars, n_choices = ev["mc_context_chars"], ev["mc_continuation_chars"], ev["mc_choices"]
+    pieces = []
+    for text in docs:
+        pos = _split_point(text, context_chars)
+        if pos is None:
+            continue
+        context, continuation = text[max(0, pos - context_chars) : pos], text[pos : pos + cont_chars]
+        if context.strip() and continuation.strip():
+            pieces.append((context, continuation))
+    if len(pieces) < n_choices:
+        raise ValueError(
+            f"domain {domain!r}: only {len(pieces)} held-out documents can be cut into context and continuation; "
+            f"the multiple-choice task needs at least evaluate.mc_choices = {n_choices}"
+        )
+    items = []
+    for i, (context, continuation) in enumerate(pieces):
+        others = rng.sample([j for j in range(len(pieces)) if j != i and pieces[j][1] != continuation], n_choices - 1)
+        choices = [continuation] + [pieces[j][1] for j in others]
+        rng.shuffle(choices)
+        items.append({"context": context, "choices": choices, "label": choices.index(continuation)})
+    return items
+
+
+def _perplexity_yaml(task: str, data: Path) -> dict:
+    return {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        "output_type": "loglikelihood_rolling",
+        "doc_to_text": "",
+        "doc_to_target": "{{text}}",
+        "num_fewshot": 0,
+        "metric_list": [
+            {"metric": "word_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+            {"metric": "byte_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+            {"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False},
+        ],
+        "metadata": {"version": 1.0},
+    }
+
+
+def _choice_yaml(task: str, data: Path, fewshot: Path) -> dict:
+    return {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve()), "fewshot": str(fewshot.resolve())}},
+        "test_split": "test",
+        "fewshot_split": "fewshot",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{context}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        # continuations keep their own leading whitespace; lm-eval must not add a space
+        "target_delimiter": "",
+        "fewshot_delimiter": "\n\n",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    io.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> dict:
+    """Write local lm-eval tasks and `tasks.json`; return the index."""
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    ev = settings["evaluate"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}}
+    for domain in settings["domains"]:
+        docs = [t for t in _valid_documents(settings, corpus_dir, domain) if t.strip()]
+        if not docs:
+            raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
+        rng = random.Random(f"{settings['seed']}:{domain}")
+        rng.shuffle(docs)
+        # few-shot examples come from documents the test items never use (no leaked answers)
+        n_fewshot = max(2 * ev["mc_choices"], min(16, len(docs) // 5))
+        if len(docs) < n_fewshot + 2 * ev["mc_choices"]:
+            raise ValueError(
+                f"domain {domain!r} has {len(docs)} held-out documents; the local tasks need at least "
+                f"{n_fewshot + 2 * ev['mc_choices']} ({n_fewshot} for few-shot examples)"
+            )
+        fewshot_docs, test_docs = docs[:n_fewshot], docs[n_fewshot:][: ev["docs_per_task"]]
+        texts = [{"text": t[: ev["max_doc_chars"]]} for t in test_docs]
+        ppl_task = f"regmix_ppl_{domain}"
+        _write_jsonl(out_dir / f"{ppl_task}.jsonl", texts)
+        io.write_yaml(out_dir / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
+
+        mc_task = f"regmix_mc_{domain}"
+        items = _choice_items(test_docs, domain, ev, rng)
+        shots = _choice_items(fewshot_docs, domain, ev, rng)
+        _write_jsonl(out_dir / f"{mc_task}.jsonl", items)
+        _write_jsonl(out_dir / f"{mc_task}.fewshot.jsonl", shots)
+        io.write_yaml(
+            out_dir / f"{mc_task}.yaml",
+            _choice_yaml(mc_task, out_dir / f"{mc_task}.jsonl", out_dir / f"{mc_task}.fewshot.jsonl"),
+        )
+        for task, kind, n in ((ppl_task, PERPLEXITY, len(texts)), (mc_task, MULTIPLE_CHOICE, len(items))):
+            index["tasks"].append(task)
+            index["kinds"][task] = kind
+            index["domains"][task] = domain
+            index["documents"][task] = n
+    index["provenance"] = io.provenance(settings, [corpus_dir])
+    io.write_json(out_dir / TASKS_INDEX, index)
+    return index
+
+
+def make_tasks_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix make-tasks", description=make_tasks.__doc__)
+    parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'eval_tasks')")
+    parser.add_argument("--corpus", required=True, help="corpus directory (R/corpus)")
+    parser.add_argument("--out", required=True, help="task directory (R/eval_tasks)")
+    args = parser.parse_args(argv)
+    index = make_tasks(json.loads(args.settings), args.corpus, args.out)
+    print(f"wrote {len(index['tasks'])} tasks to {args.out}: {', '.join(index['tasks'])}")
+    return 0
+
+
+# ------------------------------------------------------------------------- evaluate
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _task_plan(ev: dict, tasks_dir: Path | None) -> dict[int, list[str]]:
+    """Tasks to run at each shot count (perplexity has no shots: only at the first)."""
+    shots = sorted(set(ev["num_fewshot"]))
+    if not shots:
+        raise ValueError("evaluate.num_fewshot is empty: give at least one shot count")
+    if ev["suite"] == "lm_eval":
+        if not ev["tasks"]:
+            raise ValueError("evaluate.tasks is empty: suite 'lm_eval' needs task names")
+        return {n: list(ev["tasks"]) for n in shots}
+    index_path = tasks_dir / TASKS_INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(f"task index not found: {index_path} (run `regmix make-tasks` first)")
+    index = io.read_json(index_path)
+    plan = {}
+    for i, n in enumerate(shots):
+        plan[n] = [t for t in index["tasks"] if i == 0 or index["kinds"][t] != PERPLEXITY]
+    return {n: tasks for n, tasks in plan.items() if tasks}
+
+
+def evaluate(settings: dict, model_dir: str | Path, tasks_dir: str | Path | None, out: str | Path,
+             tokenizer_dir: str | Path | None = None, samples_out: str | Path | None = None) -> dict:
+    """Run lm-eval on a checkpoint at every shot count; write one JSON of lm-eval's results."""
+    import lm_eval
+    import lm_eval.utils
+    from lm_eval.tasks import TaskManager
+
+    ev = settings["evaluate"]
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"not a Hugging Face checkpoint directory (no config.json): {model_dir}")
+    tokenizer_dir = Path(tokenizer_dir).resolve() if tokenizer_dir else model_dir
+    if ev["log_samples"] and samples_out is None:
+        raise ValueError("evaluate.log_samples is true: give --samples-out for the per-sample log")
+    tasks_dir = Path(tasks_dir).resolve() if tasks_dir else None
+    if ev["suite"] == "local" and tasks_dir is None:
+        raise ValueError("evaluate.suite is 'local': give --tasks (the directory written by make-tasks)")
+    plan = _task_plan(ev, tasks_dir)
+    if ev["suite"] == "local":
+        task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    else:
+        task_manager = TaskManager()
+    device = _device(ev["device"])
+    runs, samples = {}, []
+    for shots, tasks in plan.items():
+        result = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=f"pretrained={model_dir},tokenizer={tokenizer_dir},dtype=float32",
+            tasks=tasks,
+            num_fewshot=shots,
+            batch_size=ev["batch_size"],
+            device=device,
+            limit=ev["limit"],
+            log_samples=ev["log_samples"],
+            task_manager=task_manager,
+            random_seed=settings["seed"],
+            numpy_random_seed=settings["seed"],
+            torch_random_seed=settings["seed"],
+            fewshot_random_seed=settings["seed"],
+        )
+        if result is None:  # only non-zero ranks of a distributed run return None
+            raise RuntimeError("lm_eval.simple_evaluate returned no results")
+        for task, task_samples in (result.pop("samples", None) or {}).items():
+            samples += [{"shots": shots, "task": task, **s} for s in task_samples]
+        # round-trip through lm-eval's own serializer so the stored dict is what it would write
+        runs[str(shots)] = json.loads(json.dumps(result, default=lm_eval.utils.handle_non_serializable))
+    inputs = [model_dir] + ([tasks_dir] if tasks_dir else [])
+    output = {
+        "model": str(model_dir),
+        "suite": ev["suite"],
+        "num_fewshot": sorted(plan),
+        "runs": runs,
+        "provenance": io.provenance(settings, inputs),
+    }
+    if samples_out is not None:
+        with io.atomic_path(samples_out) as tmp:
+            with tmp.open("w") as handle:
+                for row in samples:
+                    handle.write(json.dumps(row, default=lm_eval.utils.handle_non_serializable) + "\n")
+    io.write_json(out, output)
+    return output
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix evaluate", description=evaluate.__doc__)
+    parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'evaluate')")
+    parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory (R/large/C/model)")
+    parser.add_argument("--tasks", help="local task directory from make-tasks (suite local)")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    parser.add_argument("--out", required=True, help="result JSON (R/eval/C.json)")
+    parser.add_argument("--samples-out", help="per-sample JSONL log (needed when evaluate.log_samples)")
+    args = parser.parse_args(argv)
+    output = evaluate(json.loads(args.settings), args.model, args.tasks, args.out, args.tokenizer, args.samples_out)
+    for shots, run in output["runs"].items():
+        for task, metrics in sorted(run["results"].items()):
+            shown = {k.split(",")[0]: v for k, v in metrics.items() if "," in k and "stderr" not in k}
+            print(f"{shots}-shot {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, float)))
+    return 0
