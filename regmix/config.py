@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,17 @@ import jsonschema
 import yaml
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_DIR / "config"
-SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
-MODELS_PATH = CONFIG_DIR / "models.yaml"
 WEIGHT_SUM_TOLERANCE = 1e-3
+
+
+def config_dir() -> Path:
+    """The workflow's config/ folder: $REGMIX_CONFIG_DIR, else ./config (a workflow being
+    run, in a checkout or a container), else the checkout this package lives in."""
+    candidates = [os.environ.get("REGMIX_CONFIG_DIR"), Path.cwd() / "config", REPO_DIR / "config"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "schema.yaml").is_file():
+            return Path(candidate)
+    raise FileNotFoundError("no config/schema.yaml found (set REGMIX_CONFIG_DIR to the workflow's config folder)")
 
 
 class ConfigError(ValueError):
@@ -51,11 +59,11 @@ def _key(path) -> str:
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load((config_dir() / "schema.yaml").read_text())
 
 
 def load_models() -> dict:
-    return yaml.safe_load(MODELS_PATH.read_text())
+    return yaml.safe_load((config_dir() / "models.yaml").read_text())
 
 
 def validate_config(config: dict | None) -> dict:
@@ -108,7 +116,7 @@ def _check_semantics(config: dict) -> None:
     for stage in ("proxy", "large"):
         name = config[stage]["model"]
         if name not in models:
-            raise ConfigError(f"config key '{stage}.model' = {name!r}: no such model in {MODELS_PATH.name} (known: {sorted(models)})")
+            raise ConfigError(f"config key '{stage}.model' = {name!r}: no such model in models.yaml (known: {sorted(models)})")
         if config[stage]["global_batch"] % config[stage]["micro_batch"]:
             raise ConfigError(
                 f"config key '{stage}.global_batch' = {config[stage]['global_batch']}: "
@@ -160,7 +168,7 @@ def proxy_packs(config: dict) -> dict[str, list[str]]:
 def model_architecture(name: str) -> dict:
     models = load_models()
     if name not in models:
-        raise ConfigError(f"model {name!r} not in {MODELS_PATH} (known: {sorted(models)})")
+        raise ConfigError(f"model {name!r} not in models.yaml (known: {sorted(models)})")
     return {"name": name, **models[name]}
 
 
