@@ -1,0 +1,459 @@
+"""Gather the pipeline's files into tables: RegMix CSVs for the regression, and one
+DuckDB database (plus Parquet copies) that holds every number the run produced.
+
+The database is rebuilt from the files each time (built under a temporary name and
+renamed into place), so it is never the only copy of anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from regmix import io
+
+# Which metric stands for a task when candidates are ranked across tasks, in order of
+# preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
+PRIMARY_METRICS = ("acc_norm", "acc", "bits_per_byte", "word_perplexity", "exact_match", "f1", "mcc")
+
+
+def provenance_sidecar(path: str | Path) -> Path:
+    """`results/summary.csv` -> `results/summary.provenance.json`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.provenance.json")
+
+
+# -------------------------------------------------------------------- proxy CSVs
+
+
+def _read_losses(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"proxy losses not found: {path}")
+    data = io.read_json(path)
+    for key in ("mix_id", "weights", "val_loss"):
+        if key not in data:
+            raise ValueError(f"{path}: missing key {key!r}")
+    return data
+
+
+def _mix_index(mix_id: str, path: Path) -> int:
+    prefix, _, number = mix_id.rpartition("_")
+    if prefix != "mix" or not number.isdigit():
+        raise ValueError(f"{path}: mix_id {mix_id!r} is not of the form mix_NNNN")
+    return int(number)
+
+
+def collect_proxies(losses_paths: list[str | Path], out_mixtures: str | Path, out_losses: str | Path) -> pd.DataFrame:
+    """Proxy losses.json files -> `index,<domain>...` weights and `index,<domain>...,mean` losses."""
+    if not losses_paths:
+        raise ValueError("no proxy losses.json files given")
+    domains: list[str] | None = None
+    weight_rows, loss_rows = [], []
+    for path in map(Path, losses_paths):
+        data = _read_losses(path)
+        if domains is None:
+            domains = list(data["weights"])
+        for key in ("weights", "val_loss"):
+            if set(data[key]) != set(domains):
+                raise ValueError(
+                    f"{path}: {key} domains {sorted(data[key])} differ from {sorted(domains)} "
+                    f"(first file: {losses_paths[0]})"
+                )
+        for domain, loss in data["val_loss"].items():
+            if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+                raise ValueError(f"{path}: val_loss of domain {domain!r} is {loss!r}, not a finite number")
+        index = _mix_index(data["mix_id"], path)
+        weight_rows.append({"index": index, **{d: float(data["weights"][d]) for d in domains}})
+        losses = {d: float(data["val_loss"][d]) for d in domains}
+        loss_rows.append({"index": index, **losses, "mean": sum(losses.values()) / len(losses)})
+    weights = pd.DataFrame(weight_rows).sort_values("index")
+    losses = pd.DataFrame(loss_rows).sort_values("index")
+    if weights["index"].duplicated().any():
+        raise ValueError(f"duplicate mix_id among proxy losses: {sorted(weights['index'][weights['index'].duplicated()])}")
+    io.write_text(out_mixtures, weights.to_csv(index=False))
+    io.write_text(out_losses, losses.to_csv(index=False))
+    io.write_json(provenance_sidecar(out_losses), io.provenance({"outputs": [str(out_mixtures), str(out_losses)]}, losses_paths))
+    return losses
+
+
+def proxies_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix collect-proxies", description=collect_proxies.__doc__)
+    parser.add_argument("--losses", nargs="+", required=True, help="R/proxies/<mix>/losses.json files")
+    parser.add_argument("--out-mixtures", required=True, help="weights CSV (R/proxies/mixtures.csv)")
+    parser.add_argument("--out-losses", required=True, help="losses CSV (R/proxies/losses.csv)")
+    args = parser.parse_args(argv)
+    losses = collect_proxies(args.losses, args.out_mixtures, args.out_losses)
+    print(f"collected {len(losses)} proxies into {args.out_mixtures} and {args.out_losses}")
+    return 0
+
+
+# ----------------------------------------------------------------------- database
+
+
+def load_regressor(model_dir: Path):
+    """The fitted regression model (owned by regmix.regression)."""
+    from regmix import regression
+
+    return regression.load_model(model_dir)
+
+
+class _Reader:
+    """Reads the run's files, remembering each one for the provenance record."""
+
+    def __init__(self, results: Path):
+        self.results = results
+        self.inputs: list[Path] = []
+
+    def path(self, relative: str, required: bool = True) -> Path | None:
+        path = self.results / relative
+        if not path.is_file():
+            if required:
+                raise FileNotFoundError(f"results file not found: {path}")
+            return None
+        self.inputs.append(path)
+        return path
+
+    def json(self, relative: str) -> Any:
+        path = self.path(relative)
+        try:
+            return io.read_json(path)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+    def yaml(self, relative: str) -> Any:
+        data = io.read_yaml(self.path(relative))
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.results / relative}: expected a mapping")
+        return data
+
+    def jsonl(self, relative: str) -> list[dict]:
+        path = self.path(relative)
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({err})") from None
+        return rows
+
+    def csv(self, relative: str, required: bool = True) -> pd.DataFrame | None:
+        path = self.path(relative, required)
+        return None if path is None else pd.read_csv(path)
+
+
+def _weights(data: dict, domains: list[str], where: str) -> dict[str, float]:
+    weights = data.get("weights")
+    if not isinstance(weights, dict):
+        raise ValueError(f"{where}: missing 'weights' mapping")
+    unknown = sorted(set(weights) - set(domains))
+    if unknown:
+        raise ValueError(f"{where}: unknown domain(s) {unknown} (domains: {domains})")
+    return {d: float(weights.get(d, 0.0)) for d in domains}
+
+
+def _val_losses(data: dict, domains: list[str], where: str) -> dict[str, float]:
+    losses = data.get("val_loss")
+    if not isinstance(losses, dict):
+        raise ValueError(f"{where}: missing 'val_loss' mapping")
+    missing = [d for d in domains if d not in losses]
+    if missing:
+        raise ValueError(f"{where}: no validation loss for domain(s) {missing}")
+    return {d: float(losses[d]) for d in domains}
+
+
+RUN_FIELDS = ("seed", "steps", "tokens_seen", "seconds", "tokens_per_second", "code_version", "config_fingerprint")
+
+
+def _run_row(key: str, name: str, data: dict, where: str) -> dict:
+    missing = [f for f in RUN_FIELDS if f not in data]
+    if missing:
+        raise ValueError(f"{where}: missing run metadata {missing}")
+    return {key: name, **{f: data[f] for f in RUN_FIELDS}, "model": json.dumps(data.get("model", {}), sort_keys=True)}
+
+
+def _log_tables(key: str, name: str, records: list[dict], where: str) -> tuple[list[dict], list[dict]]:
+    """Split a train_log.jsonl into training rows and (step, domain, loss) validation rows."""
+    train, valid = [], []
+    for number, rec in enumerate(records, 1):
+        if "step" not in rec:
+            raise ValueError(f"{where}:{number}: log record without 'step'")
+        if isinstance(rec.get("val_loss"), dict):
+            valid += [{key: name, "step": rec["step"], "domain": d, "loss": float(v)} for d, v in rec["val_loss"].items()]
+        if "loss" in rec:
+            train.append({
+                key: name, "step": int(rec["step"]), "loss": float(rec["loss"]),
+                "lr": float(rec["lr"]) if rec.get("lr") is not None else None,
+                "tokens_per_second": float(rec["tokens_per_second"]) if rec.get("tokens_per_second") is not None else None,
+                "tokens_seen": int(rec["tokens_seen"]) if rec.get("tokens_seen") is not None else None,
+            })
+    return train, valid
+
+
+def _target(losses: dict[str, float], target: str) -> float:
+    return sum(losses.values()) / len(losses) if target == "mean" else losses[target]
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[dict]:
+    rows = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            rows += _flatten(v, f"{prefix}[{i}]")
+    elif isinstance(obj, bool) or not isinstance(obj, (int, float)):
+        rows.append({"key": prefix, "value": None, "text": None if obj is None else str(obj)})
+    else:
+        rows.append({"key": prefix, "value": float(obj), "text": None})
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # lm-eval writes "N/A" where it computed no stderr
+    return float(value) if math.isfinite(value) else None
+
+
+def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
+    """lm-eval result dicts (one per shot count) -> long rows (candidate, task, shots, metric, ...)."""
+    runs = data.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError(f"{where}: no 'runs' (lm-eval results per shot count)")
+    rows = []
+    for shots, run in runs.items():
+        higher = run.get("higher_is_better", {})
+        for task, metrics in run.get("results", {}).items():
+            names = {k.split(",")[0] for k in metrics if "," in k and "_stderr" not in k.split(",")[0]}
+            primary = next((m for m in PRIMARY_METRICS if m in names), min(names) if names else None)
+            for key, value in metrics.items():
+                if "," not in key:
+                    continue
+                metric, filt = key.split(",", 1)
+                if metric.endswith("_stderr") or _number(value) is None:
+                    continue
+                rows.append({
+                    "candidate": candidate, "task": task, "shots": int(shots), "metric": metric, "filter": filt,
+                    "value": _number(value), "stderr": _number(metrics.get(f"{metric}_stderr,{filt}")),
+                    "higher_is_better": bool(higher.get(task, {}).get(metric, metric not in ("bits_per_byte", "word_perplexity", "byte_perplexity"))),
+                    "is_primary": metric == primary,
+                })
+    if not rows:
+        raise ValueError(f"{where}: lm-eval results hold no numeric metric")
+    return rows
+
+
+# Column types of the tables built from rows, so that a table with no rows (a run that
+# never validated mid-training, say) still has its columns.
+_F, _I, _S, _B = "float64", "Int64", "string", "boolean"
+_RUN = {"seed": _I, "steps": _I, "tokens_seen": _I, "seconds": _F, "tokens_per_second": _F,
+        "code_version": _S, "config_fingerprint": _S, "model": _S}
+_TRAIN_LOG = {"step": _I, "loss": _F, "lr": _F, "tokens_per_second": _F, "tokens_seen": _I}
+ROW_TABLES: dict[str, dict[str, str]] = {
+    "prior": {"domain": _S, "weight": _F},
+    "token_counts": {"domain": _S, "split": _S, "tokens": _I},
+    "mixtures": {"mix_id": _S, "domain": _S, "weight": _F},
+    "proxy_losses": {"mix_id": _S, "domain": _S, "loss": _F},
+    "proxy_runs": {"mix_id": _S, **_RUN},
+    "proxy_train_log": {"mix_id": _S, **_TRAIN_LOG},
+    "proxy_val_log": {"mix_id": _S, "step": _I, "domain": _S, "loss": _F},
+    "regression_cv": {"key": _S, "value": _F, "text": _S},
+    "regression_settings": {"key": _S, "value": _F, "text": _S},
+    "chosen_mixture": {"domain": _S, "weight": _F, "epochs": _F, "predicted_target": _F},
+    "candidates": {"candidate": _S, "domain": _S, "weight": _F},
+    "candidate_predictions": {"candidate": _S, "predicted_target": _F},
+    "large_losses": {"candidate": _S, "domain": _S, "loss": _F},
+    "large_runs": {"candidate": _S, **_RUN, "achieved_target": _F},
+    "large_train_log": {"candidate": _S, **_TRAIN_LOG},
+    "large_val_log": {"candidate": _S, "step": _I, "domain": _S, "loss": _F},
+    "eval_results": {"candidate": _S, "task": _S, "shots": _I, "metric": _S, "filter": _S, "value": _F,
+                     "stderr": _F, "higher_is_better": _B, "is_primary": _B},
+}
+
+
+def gather_tables(settings: dict, results: str | Path,
+                  regressor_loader: Callable[[Path], Any] = load_regressor) -> tuple[dict[str, pd.DataFrame], list[Path]]:
+    """Every table of the database, read from the run's files; and the files read."""
+    read = _Reader(Path(results))
+    domains, target = settings["domains"], settings["regression"]["target"]
+    t: dict[str, list[dict] | pd.DataFrame] = {name: [] for name in ROW_TABLES}
+
+    prior = read.yaml("data/prior.yaml")
+    t["prior"] = [{"domain": d, "weight": float(prior[d])} for d in domains if d in prior]
+    if len(t["prior"]) != len(domains):
+        raise ValueError(f"{read.results / 'data/prior.yaml'}: no share for domain(s) {[d for d in domains if d not in prior]}")
+    counts = read.json("data/token_counts.json")
+    t["token_counts"] = [{"domain": d, "split": s, "tokens": int(n)} for d in domains for s, n in counts.get(d, {}).items()]
+
+    for mix in settings["mixture_ids"]:
+        where = f"mixtures/{mix}.yaml"
+        for d, w in _weights(read.yaml(where), domains, str(read.results / where)).items():
+            t["mixtures"].append({"mix_id": mix, "domain": d, "weight": w})
+        where = f"proxies/{mix}/losses.json"
+        data = read.json(where)
+        t["proxy_losses"] += [{"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, domains, where).items()]
+        t["proxy_runs"].append(_run_row("mix_id", mix, data, where))
+        train, valid = _log_tables("mix_id", mix, read.jsonl(f"proxies/{mix}/train_log.jsonl"), f"proxies/{mix}/train_log.jsonl")
+        t["proxy_train_log"] += train
+        t["proxy_val_log"] += valid
+
+    t["regression_cv"] = _flatten(read.json("regression/cv.json"))
+    t["regression_settings"] = _flatten(read.json("regression/settings.json"))
+    cv_pred = read.csv("regression/cv_predictions.csv")
+    missing = [c for c in ("index", "true", "predicted") if c not in cv_pred.columns]
+    if missing:
+        raise ValueError(f"{read.results / 'regression/cv_predictions.csv'}: missing column(s) {missing}")
+    t["regression_cv_predictions"] = cv_pred
+
+    chosen = read.yaml("chosen/regmix.yaml")
+    epochs = chosen.get("epochs") if isinstance(chosen.get("epochs"), dict) else {}
+    t["chosen_mixture"] = [
+        {"domain": d, "weight": w, "epochs": epochs.get(d), "predicted_target": chosen.get("predicted_target")}
+        for d, w in _weights(chosen, domains, str(read.results / "chosen/regmix.yaml")).items()
+    ]
+    # choose writes the top-k table only when asked (--topk-out): the one optional piece
+    topk = read.csv("chosen/topk.csv", required=False)
+    if topk is None:
+        topk = pd.DataFrame({"rank": pd.Series(dtype="int64"), **{d: pd.Series(dtype="float64") for d in domains}})
+    elif "rank" not in topk.columns:
+        topk.insert(0, "rank", range(1, len(topk) + 1))
+    t["topk"] = topk
+
+    candidate_weights = {}
+    for cand in settings["candidates"]:
+        where = f"candidates/{cand}.yaml"
+        candidate_weights[cand] = _weights(read.yaml(where), domains, str(read.results / where))
+        t["candidates"] += [{"candidate": cand, "domain": d, "weight": w} for d, w in candidate_weights[cand].items()]
+        where = f"large/{cand}/losses.json"
+        data = read.json(where)
+        losses = _val_losses(data, domains, where)
+        t["large_losses"] += [{"candidate": cand, "domain": d, "loss": v} for d, v in losses.items()]
+        t["large_runs"].append({**_run_row("candidate", cand, data, where), "achieved_target": _target(losses, target)})
+        train, valid = _log_tables("candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"), f"large/{cand}/train_log.jsonl")
+        t["large_train_log"] += train
+        t["large_val_log"] += valid
+        where = f"eval/{cand}.json"
+        t["eval_results"] += eval_rows(cand, read.json(where), str(read.results / where))
+
+    model_dir = read.results / "regression"
+    read.path("regression/model.pkl")
+    frame = pd.DataFrame([candidate_weights[c] for c in settings["candidates"]], columns=domains)
+    predicted = regressor_loader(model_dir).predict(frame)
+    t["candidate_predictions"] = [
+        {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted)
+    ]
+    tables = {
+        name: rows if isinstance(rows, pd.DataFrame)
+        else pd.DataFrame(rows, columns=list(ROW_TABLES[name])).astype(ROW_TABLES[name])
+        for name, rows in t.items()
+    }
+    return tables, read.inputs
+
+
+VIEWS = {
+    # predicted (regression on the candidate's weights) vs achieved (large model) target loss
+    "target_loss": """
+        SELECT r.candidate, p.predicted_target, r.achieved_target,
+               r.achieved_target - p.predicted_target AS error,
+               rank() OVER (ORDER BY p.predicted_target) AS predicted_rank,
+               rank() OVER (ORDER BY r.achieved_target) AS achieved_rank
+        FROM large_runs r JOIN candidate_predictions p USING (candidate)
+        ORDER BY achieved_rank, r.candidate""",
+    # scores averaged over shot counts (the paper reports 0-5 shots averaged)
+    "eval_scores": """
+        SELECT candidate, task, metric, filter, any_value(higher_is_better) AS higher_is_better,
+               bool_or(is_primary) AS is_primary, avg(value) AS value,
+               sqrt(sum(stderr * stderr)) / count(stderr) AS stderr, count(*) AS shot_counts
+        FROM eval_results
+        GROUP BY candidate, task, metric, filter""",
+    # one primary metric per task (acc_norm / acc for choice tasks, bits per byte for perplexity)
+    "task_ranking": """
+        SELECT candidate, task, metric, filter, value, stderr,
+               rank() OVER (PARTITION BY task, metric, filter
+                            ORDER BY CASE WHEN higher_is_better THEN -value ELSE value END) AS rank
+        FROM eval_scores WHERE is_primary
+        ORDER BY task, rank, candidate""",
+    "average_ranking": """
+        SELECT k.candidate, avg(k.rank) AS mean_task_rank, count(*) AS tasks, t.achieved_rank AS target_rank,
+               rank() OVER (ORDER BY avg(k.rank)) AS rank
+        FROM task_ranking k LEFT JOIN target_loss t USING (candidate)
+        GROUP BY k.candidate, t.achieved_rank
+        ORDER BY rank, k.candidate""",
+}
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Swap a freshly written directory into place (the old one goes only after)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def build_database(settings: dict, results: str | Path, out: str | Path, parquet_dir: str | Path | None = None,
+                   regressor_loader: Callable[[Path], Any] = load_regressor) -> dict[str, int]:
+    """Rebuild the DuckDB database (and Parquet copies) from the run's files."""
+    import duckdb
+
+    tables, inputs = gather_tables(settings, results, regressor_loader)
+    record = io.provenance(settings, inputs)
+    tables["provenance"] = pd.DataFrame([
+        {"key": "code_version", "value": record["code_version"]},
+        {"key": "settings", "value": json.dumps(record["settings"], sort_keys=True)},
+        {"key": "settings_fingerprint", "value": record["settings_fingerprint"]},
+        *({"key": f"input:{Path(p).relative_to(Path(results)) if Path(p).is_relative_to(Path(results)) else p}", "value": h}
+          for p, h in record["inputs"].items()),
+    ])
+    out = Path(out)
+    with io.atomic_path(out) as tmp:
+        tmp.unlink()  # duckdb refuses to open an empty file as a database
+        con = duckdb.connect(str(tmp))
+        try:
+            for name, frame in tables.items():
+                con.register("frame", frame)
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame')
+                con.unregister("frame")
+            for name, sql in VIEWS.items():
+                con.execute(f'CREATE VIEW "{name}" AS {sql}')
+            if parquet_dir is not None:
+                parquet_dir = Path(parquet_dir)
+                parquet_dir.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(dir=parquet_dir.parent, prefix=f".{parquet_dir.name}."))
+                try:
+                    for name in tables:
+                        con.execute(f"COPY \"{name}\" TO '{staging / (name + '.parquet')}' (FORMAT parquet)")
+                    for name in VIEWS:
+                        con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{staging / (name + '.parquet')}' (FORMAT parquet)")
+                except BaseException:
+                    shutil.rmtree(staging)
+                    raise
+        finally:
+            con.close()
+        if parquet_dir is not None:
+            _replace_dir(staging, parquet_dir)
+    return {name: len(frame) for name, frame in tables.items()}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix collect", description=build_database.__doc__)
+    parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'collect')")
+    parser.add_argument("--results", required=True, help="results directory R")
+    parser.add_argument("--out", required=True, help="database file (R/regmix.duckdb)")
+    parser.add_argument("--parquet-dir", help="directory for one Parquet file per table and view (R/db)")
+    args = parser.parse_args(argv)
+    counts = build_database(json.loads(args.settings), args.results, args.out, args.parquet_dir)
+    for name, rows in counts.items():
+        print(f"{name:28s} {rows:8d} rows")
+    return 0

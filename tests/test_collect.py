@@ -1,0 +1,130 @@
+"""RegMix CSVs from proxy files, and the results database rebuilt from a synthetic run."""
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from regmix import collect
+from regmix.cli import main as cli_main
+from tests import synthetic_run as run
+
+
+def _build(tmp_path, **kwargs):
+    results = run.write_run(tmp_path / "results", **kwargs)
+    counts = collect.build_database(run.settings(), results, results / "regmix.duckdb", results / "db",
+                                    regressor_loader=run.load_regressor)
+    return results, counts
+
+
+def test_collect_proxies_writes_regmix_csvs(tmp_path):
+    results = run.write_run(tmp_path / "results")
+    paths = [str(results / f"proxies/{m}/losses.json") for m in reversed(run.MIX_IDS)]
+    code = cli_main(["collect-proxies", "--losses", *paths, "--out-mixtures", str(tmp_path / "m.csv"),
+                     "--out-losses", str(tmp_path / "l.csv")])
+    assert code == 0
+    weights, losses = pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "l.csv")
+    assert list(weights.columns) == ["index", *run.DOMAINS]
+    assert list(losses.columns) == ["index", *run.DOMAINS, "mean"]
+    assert list(weights["index"]) == list(range(len(run.MIX_IDS)))  # sorted by mixture number
+    first = json.loads((results / "proxies/mix_0003/losses.json").read_text())
+    row = losses.set_index("index").loc[3]
+    assert row["b"] == pytest.approx(first["val_loss"]["b"])
+    assert row["mean"] == pytest.approx(sum(first["val_loss"].values()) / 3)
+    assert weights.set_index("index").loc[3, "c"] == pytest.approx(first["weights"]["c"])
+    assert (tmp_path / "l.provenance.json").is_file()
+
+
+def test_collect_proxies_names_a_file_with_a_missing_domain(tmp_path):
+    results = run.write_run(tmp_path / "results")
+    bad = results / "proxies/mix_0002/losses.json"
+    data = json.loads(bad.read_text())
+    del data["val_loss"]["c"]
+    bad.write_text(json.dumps(data))
+    paths = [str(results / f"proxies/{m}/losses.json") for m in run.MIX_IDS]
+    with pytest.raises(ValueError, match="mix_0002"):
+        collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_database_tables_hold_every_number(tmp_path):
+    results, counts = _build(tmp_path)
+    assert counts["mixtures"] == len(run.MIX_IDS) * len(run.DOMAINS)
+    assert counts["proxy_losses"] == len(run.MIX_IDS) * len(run.DOMAINS)
+    assert counts["proxy_runs"] == len(run.MIX_IDS)
+    assert counts["large_train_log"] == len(run.CANDIDATES) * 10
+    assert counts["large_val_log"] == len(run.CANDIDATES) * len(run.DOMAINS)
+    # per candidate: mc (acc, acc_norm) x 2 shot counts + ppl (3 metrics) at 0 shots
+    assert counts["eval_results"] == len(run.CANDIDATES) * (2 * 2 + 3)
+    con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
+    loss = con.execute("SELECT loss FROM proxy_losses WHERE mix_id = 'mix_0004' AND domain = 'a'").fetchone()[0]
+    assert loss == pytest.approx(json.loads((results / "proxies/mix_0004/losses.json").read_text())["val_loss"]["a"])
+    seed, tokens = con.execute("SELECT seed, tokens_seen FROM proxy_runs WHERE mix_id = 'mix_0005'").fetchone()
+    assert (seed, tokens) == (5, 50 * 2048)
+    assert con.execute("SELECT value FROM regression_cv WHERE key = 'spearman'").fetchone()[0] == pytest.approx(0.9)
+    assert con.execute("SELECT count(*) FROM regression_cv_predictions").fetchone()[0] == 4
+    assert con.execute("SELECT weight FROM chosen_mixture WHERE domain = 'b'").fetchone()[0] == pytest.approx(0.7)
+    row = con.execute("SELECT value, stderr, higher_is_better, is_primary FROM eval_results WHERE candidate = 'uniform'"
+                      " AND task = 'regmix_mc_b' AND shots = 1 AND metric = 'acc_norm'").fetchone()
+    assert row[0] == pytest.approx(0.3 + 0.5 / 3 + 0.02 + 0.01) and row[1] == pytest.approx(0.05) and row[2] and row[3]
+    # lm-eval's "N/A" stderr becomes NULL, not a string
+    assert con.execute("SELECT stderr FROM eval_results WHERE metric = 'bits_per_byte' LIMIT 1").fetchone()[0] is None
+    assert con.execute("SELECT count(*) FROM topk").fetchone()[0] == 2
+
+
+def test_views_rank_candidates(tmp_path):
+    results, _ = _build(tmp_path)
+    con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
+    target = con.execute("SELECT candidate, predicted_target, achieved_target, achieved_rank FROM target_loss").df()
+    assert list(target["candidate"]) == ["regmix", "uniform", "prior", "heavy_c"]  # more weight on b, lower loss
+    regmix = target.set_index("candidate").loc["regmix"]
+    assert regmix["predicted_target"] == pytest.approx(3.0 - 0.7)
+    assert regmix["achieved_target"] == pytest.approx(3.2 - 0.9 * 0.7)
+    ranking = con.execute("SELECT task, metric, candidate, rank FROM task_ranking").df()
+    ppl = ranking[ranking.task == "regmix_ppl_b"]
+    assert set(ppl["metric"]) == {"bits_per_byte"}  # one primary metric per task
+    assert list(ppl.sort_values("rank")["candidate"]) == ["regmix", "uniform", "prior", "heavy_c"]  # lower is better
+    mc = ranking[ranking.task == "regmix_mc_b"]
+    assert set(mc["metric"]) == {"acc_norm"}
+    assert mc.set_index("candidate").loc["regmix", "rank"] == 1  # higher is better
+    scores = con.execute("SELECT value, shot_counts FROM eval_scores WHERE candidate = 'prior' AND task = 'regmix_mc_b'"
+                         " AND metric = 'acc'").fetchone()
+    assert scores == (pytest.approx(0.3 + 0.5 * 0.2 + 0.01), 2)  # averaged over 0 and 1 shots
+    average = con.execute("SELECT candidate, mean_task_rank, target_rank FROM average_ranking ORDER BY rank").fetchall()
+    assert average[0] == ("regmix", 1.0, 1) and average[-1][0] == "heavy_c"
+
+
+def test_parquet_copies_match_tables(tmp_path):
+    results, counts = _build(tmp_path)
+    for name, rows in counts.items():
+        assert len(pd.read_parquet(results / "db" / f"{name}.parquet")) == rows, name
+    assert len(pd.read_parquet(results / "db" / "target_loss.parquet")) == len(run.CANDIDATES)
+    provenance = pd.read_parquet(results / "db" / "provenance.parquet").set_index("key")["value"]
+    assert json.loads(provenance["settings"]) == run.settings()
+    assert "input:eval/regmix.json" in provenance.index
+
+
+def test_missing_topk_gives_an_empty_table(tmp_path):
+    results, counts = _build(tmp_path, with_topk=False)
+    assert counts["topk"] == 0
+    con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
+    assert "b" in [c[0] for c in con.execute("DESCRIBE topk").fetchall()]
+
+
+def test_missing_required_file_is_named_and_keeps_the_old_database(tmp_path):
+    results, _ = _build(tmp_path)
+    before = (results / "regmix.duckdb").read_bytes()
+    (results / "eval/prior.json").unlink()
+    with pytest.raises(FileNotFoundError, match="eval/prior.json"):
+        collect.build_database(run.settings(), results, results / "regmix.duckdb", results / "db",
+                               regressor_loader=run.load_regressor)
+    assert (results / "regmix.duckdb").read_bytes() == before
+    assert sorted(p.name for p in results.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_mixture_with_an_unknown_domain_is_named(tmp_path):
+    results = run.write_run(tmp_path / "results")
+    (results / "candidates/heavy_c.yaml").write_text("name: heavy_c\nweights: {a: 0.5, z: 0.5}\n")
+    with pytest.raises(ValueError, match=r"heavy_c.yaml.*\['z'\]"):
+        collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
