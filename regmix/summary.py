@@ -1,0 +1,148 @@
+"""The ranked summary of a run, read from the results database's views.
+
+Candidates are ranked on the target loss (the large model's validation loss on the
+regression target) next to the regression's prediction for the same mixture, and on
+every downstream task's primary metric averaged over shot counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from regmix import io
+from regmix.collect import provenance_sidecar
+
+
+def _query(db: Path, sql: str) -> pd.DataFrame:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+def summary_table(db: str | Path, candidates: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per candidate, best target loss first; and the task column names."""
+    db = Path(db)
+    if not db.is_file():
+        raise FileNotFoundError(f"results database not found: {db}")
+    target = _query(db, "SELECT * FROM target_loss").set_index("candidate")
+    missing = [c for c in candidates if c not in target.index]
+    if missing:
+        raise ValueError(f"{db}: no target loss for candidate(s) {missing}")
+    ranking = _query(db, "SELECT * FROM task_ranking")
+    average = _query(db, "SELECT candidate, mean_task_rank, rank FROM average_ranking").set_index("candidate")
+    table = pd.DataFrame({
+        "candidate": candidates,
+        "target_rank": [int(target.loc[c, "achieved_rank"]) for c in candidates],
+        "achieved_target": [target.loc[c, "achieved_target"] for c in candidates],
+        "predicted_target": [target.loc[c, "predicted_target"] for c in candidates],
+        "predicted_rank": [int(target.loc[c, "predicted_rank"]) for c in candidates],
+    })
+    task_columns = []
+    for (task, metric), rows in ranking.groupby(["task", "metric"], sort=True):
+        rows = rows.set_index("candidate")
+        column = f"{task}:{metric}"
+        task_columns.append(column)
+        table[column] = [rows["value"].get(c) for c in candidates]
+        table[f"{column}:stderr"] = [rows["stderr"].get(c) for c in candidates]
+        table[f"{column}:rank"] = [rows["rank"].get(c) for c in candidates]
+    table["mean_task_rank"] = [average["mean_task_rank"].get(c) for c in candidates]
+    table["task_rank"] = [average["rank"].get(c) for c in candidates]
+    return table.sort_values(["target_rank", "candidate"]).reset_index(drop=True), task_columns
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict, db: Path, shots: list[int],
+                    cv: dict[str, float], record: dict) -> str:
+    target = settings["regression"]["target"]
+    what = "the mean validation loss over all domains" if target == "mean" else f"the validation loss on domain `{target}`"
+    parts = [
+        "# RegMix run summary",
+        "",
+        f"Target: {what} (nats per token) of each large model. *Predicted* is the regression's prediction "
+        "for the candidate's mixture, *achieved* the large model's loss. Lower is better.",
+        "",
+        "## Candidates ranked on the target loss",
+        "",
+        _markdown_table(
+            ["rank", "candidate", "achieved", "predicted", "predicted rank"],
+            [[str(r.target_rank), f"`{r.candidate}`", _fmt(r.achieved_target), _fmt(r.predicted_target), str(r.predicted_rank)]
+             for r in table.itertuples()],
+        ),
+    ]
+    if task_columns:
+        shots_text = ", ".join(map(str, shots))
+        parts += [
+            "",
+            f"## Downstream tasks (lm-evaluation-harness; mean over {shots_text}-shot runs; value ± stderr (rank))",
+            "",
+            "Perplexity tasks (bits per byte, lower is better) have no shots and run once; choice tasks "
+            "(accuracy, higher is better) run at every shot count.",
+            "",
+            _markdown_table(
+                ["candidate", *[f"{c.split(':')[0]} {c.split(':')[1]}" for c in task_columns], "mean task rank", "rank"],
+                [[f"`{row['candidate']}`",
+                  *[f"{_fmt(row[c])} ± {_fmt(row[c + ':stderr'])} ({_fmt(row[c + ':rank'], 0)})" for c in task_columns],
+                  _fmt(row["mean_task_rank"], 2), _fmt(row["task_rank"], 0)]
+                 for _, row in table.sort_values(["task_rank", "candidate"]).iterrows()],
+            ),
+        ]
+    if cv:
+        parts += ["", "## Regression cross-validation (held-out folds)", "",
+                  _markdown_table(["metric", "value"], [[k, _fmt(v)] for k, v in cv.items()])]
+    parts += [
+        "",
+        "## Provenance",
+        "",
+        f"- database: `{db.name}` sha256 `{record['inputs'][str(db)]}`",
+        f"- code version: `{record['code_version']}`",
+        f"- settings fingerprint: `{record['settings_fingerprint']}`",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str | Path) -> pd.DataFrame:
+    """Write summary.md and summary.csv (plus a provenance sidecar) from the database."""
+    db = Path(db)
+    table, task_columns = summary_table(db, settings["candidates"])
+    shots = sorted(_query(db, "SELECT DISTINCT shots FROM eval_results")["shots"].astype(int))
+    cv_rows = _query(db, "SELECT key, value FROM regression_cv WHERE value IS NOT NULL")
+    cv = {k: v for k, v in zip(cv_rows["key"], cv_rows["value"]) if k.split(".")[-1] in ("spearman", "pearson", "rmse")}
+    record = io.provenance(settings, [db])
+    io.write_text(out_md, render_markdown(table, task_columns, settings, db, shots, cv, record))
+    io.write_text(out_csv, table.to_csv(index=False))
+    io.write_json(provenance_sidecar(out_csv), {**record, "outputs": [str(out_md), str(out_csv)]})
+    return table
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix summary", description=summarize.__doc__)
+    parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'summary')")
+    parser.add_argument("--db", required=True, help="results database (R/regmix.duckdb)")
+    parser.add_argument("--out-md", required=True, help="R/summary.md")
+    parser.add_argument("--out-csv", required=True, help="R/summary.csv")
+    args = parser.parse_args(argv)
+    table = summarize(json.loads(args.settings), args.db, args.out_md, args.out_csv)
+    print(table[["target_rank", "candidate", "achieved_target", "predicted_target"]].to_string(index=False))
+    return 0
