@@ -1,0 +1,306 @@
+"""LLaMA-style models: the HF config, parameter and FLOP counts, and a stacked trainer model.
+
+`StackedLlama` holds K models of one architecture with every weight stacked on a leading
+K axis, so each layer runs one batched matrix product for all K (packing small proxies).
+Its forward is numerically the same as transformers' `LlamaForCausalLM` (RMSNorm, RoPE,
+causal SDPA, SwiGLU, untied head); `to_hf` unstacks it into K HF models, `from_hf` stacks
+HF models. The loss is a chunked cross-entropy that never holds full-vocabulary logits for
+the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# TinyLlama's values (the paper's models are TinyLlama configs)
+RMS_NORM_EPS = 1e-5
+ROPE_THETA = 10000.0
+INIT_STD = 0.02
+# logits held at once by the loss, in elements (K x tokens x vocab); bounds its memory
+LOSS_CHUNK_ELEMENTS = 1 << 22
+
+ARCH_KEYS = ("n_layers", "n_heads", "hidden_size", "intermediate_size", "seq_len", "vocab_size")
+
+
+def padded_vocab(vocab: int, multiple: int) -> int:
+    return int(math.ceil(vocab / multiple) * multiple)
+
+
+def resolve_architecture(model: dict, tokenizer_vocab: int | None = None) -> dict:
+    """The settings' `model` dict with `vocab_size` made a padded integer.
+
+    `vocab_size: tokenizer` takes the tokenizer's size; either way it is padded up to a
+    multiple of `pad_vocab_to` (matmul-friendly shapes)."""
+    missing = [k for k in ARCH_KEYS if k not in model]
+    if missing:
+        raise ValueError(f"model {model.get('name', '?')!r}: missing key(s) {missing}")
+    arch = dict(model)
+    vocab = arch["vocab_size"]
+    if vocab == "tokenizer":
+        if tokenizer_vocab is None:
+            raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size 'tokenizer' needs the tokenizer's vocabulary size")
+        vocab = tokenizer_vocab
+    if not isinstance(vocab, int) or vocab < 2:
+        raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size = {vocab!r} is not a positive integer or 'tokenizer'")
+    if tokenizer_vocab is not None and vocab < tokenizer_vocab:
+        raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size {vocab} is smaller than the tokenizer's {tokenizer_vocab}")
+    arch["vocab_size"] = padded_vocab(vocab, int(arch.get("pad_vocab_to", 1) or 1))
+    if arch["hidden_size"] % arch["n_heads"] or (arch["hidden_size"] // arch["n_heads"]) % 2:
+        raise ValueError(f"model {arch.get('name', '?')!r}: hidden_size {arch['hidden_size']} must split into n_heads {arch['n_heads']} heads of even size")
+    return arch
+
+
+def parameter_counts(arch: dict) -> dict:
+    """Embedding (input table + untied output head) and non-embedding parameters.
+
+    The paper's model names ("1M", "60M", "1B") count non-embedding parameters."""
+    h, i, n, v = arch["hidden_size"], arch["intermediate_size"], arch["n_layers"], arch["vocab_size"]
+    per_layer = 4 * h * h + 3 * h * i + 2 * h  # q,k,v,o + gate,up,down + two RMSNorm weights
+    non_embedding = n * per_layer + h  # + final norm
+    embedding = 2 * v * h
+    return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
+
+
+def flops_per_token(arch: dict) -> dict:
+    """Model FLOPs per trained token (PaLM appendix B convention, no recomputation).
+
+    Matmul weights (every linear layer plus the output head; the input embedding is a
+    lookup) cost 2 FLOPs per weight forward and 4 backward; attention scores and the
+    weighted sum cost 2 x 2 x seq_len x hidden per layer forward (not halved for the mask)."""
+    h, i, n, v, t = (arch[k] for k in ("hidden_size", "intermediate_size", "n_layers", "vocab_size", "seq_len"))
+    matmul_weights = n * (4 * h * h + 3 * h * i) + v * h
+    forward = 2 * matmul_weights + 4 * n * t * h
+    return {"forward": forward, "train": 3 * forward}
+
+
+def hf_config(arch: dict, bos_token_id: int | None, eos_token_id: int | None, pad_token_id: int | None):
+    """transformers LlamaConfig of an architecture, every field set explicitly."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=arch["vocab_size"],
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["n_layers"],
+        num_attention_heads=arch["n_heads"],
+        num_key_value_heads=arch["n_heads"],
+        head_dim=arch["hidden_size"] // arch["n_heads"],
+        hidden_act="silu",
+        max_position_embeddings=arch["seq_len"],
+        initializer_range=INIT_STD,
+        rms_norm_eps=RMS_NORM_EPS,
+        use_cache=True,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pretraining_tp=1,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        attention_bias=False,
+        attention_dropout=0.0,
+        mlp_bias=False,
+    )
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # as LlamaRMSNorm: normalise in float32, cast back, then scale; weight is [K, H]
+    dtype = x.dtype
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + RMS_NORM_EPS)
+    return weight[:, None, :] * x32.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _StackedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy per model of logits = h @ W^T, computed in token chunks.
+
+    The gradient is computed chunk by chunk during the forward (the loss is the last op,
+    so it only needs scaling by the incoming gradient), so neither pass ever holds the
+    logits of the whole batch."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, compute_dtype):
+        k, n, _ = hidden.shape
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        h_c = hidden.to(compute_dtype)
+        w_c = weight.to(compute_dtype)
+        loss = torch.zeros(k, dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
+        for start in range(0, n, chunk):
+            h_chunk = h_c[:, start : start + chunk]
+            tgt = targets[:, start : start + chunk]
+            logits = torch.bmm(h_chunk, w_c.transpose(1, 2)).float()
+            target_logit = logits.gather(-1, tgt.unsqueeze(-1))
+            peak = logits.amax(-1, keepdim=True)
+            exp = logits.sub_(peak).exp_()  # in place: the logits are not needed again
+            total = exp.sum(-1, keepdim=True)
+            loss += (total.log() + peak - target_logit).squeeze(-1).sum(1)
+            if need_grad:
+                # d loss / d logits = (softmax - onehot) / n
+                probs = exp.mul_(total.reciprocal_().mul_(1.0 / n))
+                probs.scatter_add_(-1, tgt.unsqueeze(-1), torch.full(tgt.shape + (1,), -1.0 / n, device=probs.device))
+                d_logits = probs.to(compute_dtype)
+                grad_hidden[:, start : start + chunk] = torch.bmm(d_logits, w_c).to(hidden.dtype)
+                grad_weight += torch.bmm(d_logits.transpose(1, 2), h_chunk).float()
+        if need_grad:
+            ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_loss.view(-1, 1, 1)
+        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None)
+
+
+class StackedLlama(nn.Module):
+    """K LLaMA models of one architecture with weights stacked on a leading K axis."""
+
+    def __init__(self, arch: dict, k: int, seed: int = 0):
+        super().__init__()
+        self.arch, self.k = arch, k
+        h, i, v, n = arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"], arch["n_layers"]
+        self.n_heads, self.head_dim = arch["n_heads"], h // arch["n_heads"]
+        # every model of a pack starts from the same seeded weights, so runs differ only in
+        # their mixture; drawn on the CPU so the start does not depend on the device
+        gen = torch.Generator().manual_seed(seed)
+
+        def normal(*shape):
+            one = torch.empty(shape).normal_(0.0, INIT_STD, generator=gen)
+            return nn.Parameter(one.unsqueeze(0).repeat(k, *([1] * len(shape))))
+
+        def ones(size):
+            return nn.Parameter(torch.ones(k, size))
+
+        self.embed = normal(v, h)
+        self.layers = nn.ModuleList()
+        for _ in range(n):
+            layer = nn.Module()
+            layer.attn_norm = ones(h)
+            layer.qkv = normal(3 * h, h)  # q, k, v projections ([out, in] like nn.Linear)
+            layer.o = normal(h, h)
+            layer.mlp_norm = ones(h)
+            layer.gate_up = normal(2 * i, h)  # gate then up
+            layer.down = normal(h, i)
+            self.layers.append(layer)
+        self.norm = ones(h)
+        self.lm_head = normal(v, h)
+        inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _rope(self, t: int, device, dtype):
+        freqs = torch.arange(t, device=device, dtype=torch.float)[:, None] * self.inv_freq.to(device)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states [K, B*T, H] of token ids [K, B, T]."""
+        k, b, t = ids.shape
+        v, h = self.arch["vocab_size"], self.arch["hidden_size"]
+        offsets = (torch.arange(k, device=ids.device) * v).view(k, 1, 1)
+        x = F.embedding(ids + offsets, self.embed.view(k * v, h)).view(k, b * t, h)
+        cos = sin = None
+        for layer in self.layers:
+            y = _rms_norm(x, layer.attn_norm)
+            qkv = torch.bmm(y, layer.qkv.transpose(1, 2))
+            qkv = qkv.view(k, b, t, 3, self.n_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+            q, key, val = (qkv[j].reshape(k * b, self.n_heads, t, self.head_dim) for j in range(3))
+            if cos is None:
+                cos, sin = self._rope(t, ids.device, q.dtype)
+            q = q * cos + _rotate_half(q) * sin
+            key = key * cos + _rotate_half(key) * sin
+            att = F.scaled_dot_product_attention(q, key, val, is_causal=True)
+            att = att.view(k, b, self.n_heads, t, self.head_dim).permute(0, 1, 3, 2, 4).reshape(k, b * t, h)
+            x = x + torch.bmm(att, layer.o.transpose(1, 2))
+            y = _rms_norm(x, layer.mlp_norm)
+            gate, up = torch.bmm(y, layer.gate_up.transpose(1, 2)).chunk(2, dim=-1)
+            x = x + torch.bmm(F.silu(gate) * up, layer.down.transpose(1, 2))
+        return _rms_norm(x, self.norm)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss per model [K] of windows [K, B, T+1]."""
+        hidden = self.hidden_states(windows[..., :-1])
+        return self.loss(hidden, windows[..., 1:].reshape(self.k, -1))
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        chunk = max(1, LOSS_CHUNK_ELEMENTS // (self.k * self.arch["vocab_size"]))
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+        return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype)
+
+    # ---- conversion to and from transformers -------------------------------------------
+
+    def hf_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        """Model `index` as a LlamaForCausalLM state dict."""
+        h, i = self.arch["hidden_size"], self.arch["intermediate_size"]
+        out = {"model.embed_tokens.weight": self.embed[index], "model.norm.weight": self.norm[index], "lm_head.weight": self.lm_head[index]}
+        for n, layer in enumerate(self.layers):
+            p = f"model.layers.{n}."
+            q, k, v = layer.qkv[index].split(h, dim=0)
+            gate, up = layer.gate_up[index].split(i, dim=0)
+            out.update({
+                p + "input_layernorm.weight": layer.attn_norm[index],
+                p + "self_attn.q_proj.weight": q,
+                p + "self_attn.k_proj.weight": k,
+                p + "self_attn.v_proj.weight": v,
+                p + "self_attn.o_proj.weight": layer.o[index],
+                p + "post_attention_layernorm.weight": layer.mlp_norm[index],
+                p + "mlp.gate_proj.weight": gate,
+                p + "mlp.up_proj.weight": up,
+                p + "mlp.down_proj.weight": layer.down[index],
+            })
+        return {name: t.detach().float().cpu().clone() for name, t in out.items()}
+
+    def to_hf(self, index: int, config):
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM(config)
+        missing, unexpected = model.load_state_dict(self.hf_state_dict(index), strict=False)
+        if unexpected or [m for m in missing if "rotary" not in m]:
+            raise RuntimeError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        return model.eval()
+
+    @torch.no_grad()
+    def load_hf(self, models: Sequence) -> "StackedLlama":
+        """Copy K HF LlamaForCausalLM weights into the stack (K = len(models))."""
+        if len(models) != self.k:
+            raise ValueError(f"expected {self.k} models, got {len(models)}")
+        for index, model in enumerate(models):
+            sd = model.state_dict()
+            self.embed[index] = sd["model.embed_tokens.weight"]
+            self.norm[index] = sd["model.norm.weight"]
+            self.lm_head[index] = sd["lm_head.weight"]
+            for n, layer in enumerate(self.layers):
+                p = f"model.layers.{n}."
+                layer.attn_norm[index] = sd[p + "input_layernorm.weight"]
+                layer.qkv[index] = torch.cat([sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
+                layer.o[index] = sd[p + "self_attn.o_proj.weight"]
+                layer.mlp_norm[index] = sd[p + "post_attention_layernorm.weight"]
+                layer.gate_up[index] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
+                layer.down[index] = sd[p + "mlp.down_proj.weight"]
+        return self
+
+
+def per_model_clip_(params: Sequence[torch.Tensor], k: int, max_norm: float) -> torch.Tensor:
+    """Clip each model's gradient to `max_norm` on its own (as torch's clip_grad_norm_ would
+    for that model alone); returns the K pre-clip norms."""
+    squares = torch.zeros(k, dtype=torch.float32, device=params[0].device)
+    grads = [p.grad for p in params if p.grad is not None]
+    for g in grads:
+        squares += g.detach().float().pow(2).reshape(k, -1).sum(1)
+    norms = squares.sqrt()
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(k, *([1] * (g.dim() - 1))).to(g.dtype))
+    return norms

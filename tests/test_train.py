@@ -1,0 +1,221 @@
+"""The trainer: determinism, packing = separate runs, HF export, schedules, bad input, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from regmix.config import ConfigError
+from regmix.train import learning_rate, train
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+DOMAINS = ["alpha", "beta", "gamma"]
+SEQ_LEN = 32
+
+
+def make_tokenizer(directory: Path) -> int:
+    """A tiny byte-level BPE saved as an HF tokenizer dir; returns its size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["def f(x): return x + 1", "The quick brown fox.", "1 + 2 = 3"] * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(directory)
+    return len(fast)
+
+
+def write_tokens(data_dir: Path, domain: str, split: str, tokens: np.ndarray, n_files: int = 1, vocab: int = 300) -> None:
+    """Token files + sidecar in the tokenize stage's format (several files when asked)."""
+    out = data_dir / domain
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, part in enumerate(np.array_split(tokens.astype(np.uint16), n_files)):
+        name = f"{split}.bin" if n_files == 1 else f"{split}.{i:03d}.bin"
+        part.tofile(out / name)
+        names.append(name)
+    sidecar = {"domain": domain, "split": split, "tokens": int(len(tokens)), "dtype": "uint16", "files": names, "eos_id": 0, "vocab_size": vocab}
+    (out / f"{split}.json").write_text(json.dumps(sidecar))
+
+
+def domain_tokens(index: int, n: int, seed: int) -> np.ndarray:
+    """Learnable, domain-specific sequences: each domain cycles its own token pattern with noise."""
+    rng = np.random.default_rng([index, seed])
+    base = 1 + 90 * index
+    pattern = base + (np.arange(n) * (index + 2)) % 17
+    noise = rng.random(n) < 0.2
+    return np.where(noise, rng.integers(1, 270, n), pattern)
+
+
+def make_workspace(root: Path, valid_tokens: int = 2000, train_files: int = 1) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
+    make_tokenizer(root / "tokenizer")
+    for i, domain in enumerate(DOMAINS):
+        write_tokens(root / "data", domain, "train", domain_tokens(i, 20000, 0), n_files=train_files)
+        write_tokens(root / "data", domain, "valid", domain_tokens(i, valid_tokens, 1))
+    mixtures = {
+        "mix_0000": {"alpha": 0.7, "beta": 0.3, "gamma": 0.0},
+        "mix_0001": {"alpha": 0.1, "beta": 0.1, "gamma": 0.8},
+        "mix_0002": {"alpha": 0.2, "beta": 0.5, "gamma": 0.3},
+    }
+    paths = {}
+    for mix_id, weights in mixtures.items():
+        paths[mix_id] = root / "mixtures" / f"{mix_id}.yaml"
+        paths[mix_id].parent.mkdir(parents=True, exist_ok=True)
+        paths[mix_id].write_text(yaml.safe_dump({"mix_id": mix_id, "weights": weights}))
+    return {"root": root, "data": root / "data", "tokenizer": root / "tokenizer", "mixtures": paths}
+
+
+def settings(stage: str = "proxy", **overrides) -> dict:
+    hp = {
+        "model": "test_tiny", "steps": 12, "warmup_steps": 2, "lr": 0.01, "min_lr": 0.001, "schedule": "constant",
+        "global_batch": 8, "micro_batch": 4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
+        "eval_every": 6, "val_windows": 4, "log_every": 3, "checkpoint_every": 4, "device": "cpu", "dtype": "float32",
+        "compile": False, "threads": 1, "save_model": True,
+    }
+    hp.update(overrides)
+    model = {"name": "test_tiny", "n_layers": 2, "n_heads": 2, "hidden_size": 32, "intermediate_size": 64,
+             "seq_len": SEQ_LEN, "vocab_size": "tokenizer", "pad_vocab_to": 64}
+    return {"seed": 3, "domains": DOMAINS, stage: hp, "model": model}
+
+
+def run(ws: dict, out: Path, mix_ids: list[str], stage: str = "proxy", **overrides) -> list[dict]:
+    out_dirs = [out / m for m in mix_ids]
+    code = train(settings(stage, **overrides), stage, ws["data"], ws["tokenizer"], [ws["mixtures"][m] for m in mix_ids], out_dirs)
+    assert code == 0
+    return [json.loads((d / "losses.json").read_text()) for d in out_dirs]
+
+
+def train_losses(out_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> dict:
+    return make_workspace(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def packed(ws, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("packed")
+    run(ws, out, ["mix_0000", "mix_0001", "mix_0002"])
+    return out
+
+
+def test_outputs_and_learning(ws, packed):
+    result = json.loads((packed / "mix_0001" / "losses.json").read_text())
+    assert set(result["val_loss"]) == set(DOMAINS)  # every domain, including weight-0 ones
+    assert result["mix_id"] == "mix_0001" and result["weights"]["gamma"] == pytest.approx(0.8)
+    assert result["tokens_seen"] == 12 * 8 * SEQ_LEN and result["steps"] == 12
+    assert result["model"]["vocab_size"] % 64 == 0 and result["model"]["parameters"]["non_embedding"] > 0
+    log = [json.loads(line) for line in (packed / "mix_0001" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6, 9, 12]
+    assert set(log[1]["val_loss"]) == set(DOMAINS)  # eval_every = 6
+    # an untrained model is near ln(vocab); training lowers the loss below it
+    assert log[-1]["loss"] < math.log(result["model"]["vocab_size"]) - 0.5
+    # the mixture shapes the losses: mix_0001 (80% gamma) beats mix_0000 (no gamma) on gamma
+    other = json.loads((packed / "mix_0000" / "losses.json").read_text())
+    assert result["val_loss"]["gamma"] < other["val_loss"]["gamma"]
+    assert not (packed / "mix_0001" / ".state").exists() or not list((packed / "mix_0001" / ".state").glob("state-*.pt"))
+
+
+def test_same_seed_bit_identical(ws, packed, tmp_path):
+    again = run(ws, tmp_path, ["mix_0000", "mix_0001", "mix_0002"])
+    for result, mix_id in zip(again, ["mix_0000", "mix_0001", "mix_0002"]):
+        first = json.loads((packed / mix_id / "losses.json").read_text())
+        assert result["val_loss"] == first["val_loss"]
+        assert train_losses(tmp_path / mix_id) == train_losses(packed / mix_id)
+
+
+def test_packed_equals_separate_runs(ws, packed, tmp_path):
+    for mix_id in ["mix_0000", "mix_0001", "mix_0002"]:
+        alone = run(ws, tmp_path / mix_id, [mix_id])[0]
+        together = json.loads((packed / mix_id / "losses.json").read_text())
+        for domain in DOMAINS:
+            assert alone["val_loss"][domain] == pytest.approx(together["val_loss"][domain], rel=1e-4)
+        np.testing.assert_allclose(train_losses(tmp_path / mix_id / mix_id), train_losses(packed / mix_id), rtol=1e-4)
+
+
+def test_hf_checkpoint_gives_the_packed_validation_loss(ws, packed):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from regmix.data import validation_windows
+
+    model_dir = packed / "mix_0002" / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    assert AutoTokenizer.from_pretrained(model_dir).eos_token == "<|endoftext|>"
+    cfg = model.config
+    assert (cfg.tie_word_embeddings, cfg.max_position_embeddings, cfg.rms_norm_eps, cfg.eos_token_id) == (False, SEQ_LEN, 1e-5, 0)
+    windows = validation_windows(ws["data"], DOMAINS, 4, SEQ_LEN)
+    expected = json.loads((packed / "mix_0002" / "losses.json").read_text())["val_loss"]
+    for domain, tokens in windows.items():
+        ids = torch.from_numpy(tokens)
+        with torch.no_grad():
+            logits = model(input_ids=ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).item()
+        assert loss == pytest.approx(expected[domain], rel=1e-4)
+
+
+def test_gradient_accumulation_matches_full_batch(ws, tmp_path):
+    full = run(ws, tmp_path / "full", ["mix_0002"], micro_batch=8)[0]
+    accumulated = run(ws, tmp_path / "acc", ["mix_0002"], micro_batch=2)[0]
+    for domain in DOMAINS:
+        assert accumulated["val_loss"][domain] == pytest.approx(full["val_loss"][domain], rel=1e-4)
+
+
+def test_learning_rate_schedules():
+    hp = {"warmup_steps": 10, "steps": 110, "lr": 1e-3, "min_lr": 1e-5, "schedule": "cosine"}
+    assert learning_rate(0, hp) == pytest.approx(1e-4)
+    assert learning_rate(9, hp) == pytest.approx(1e-3)
+    assert learning_rate(109, hp) == pytest.approx(1e-5)
+    assert 1e-5 < learning_rate(60, hp) < 1e-3
+    assert learning_rate(109, {**hp, "schedule": "constant"}) == 1e-3
+
+
+def test_non_finite_loss_names_the_step_and_writes_nothing(ws, tmp_path):
+    with pytest.raises(ValueError, match=r"non-finite training loss at step \d+"):
+        run(ws, tmp_path, ["mix_0000"], lr=1e30, grad_clip=0.0)
+    assert not (tmp_path / "mix_0000" / "losses.json").exists()
+
+
+def test_too_few_valid_tokens_names_the_domain(tmp_path):
+    ws = make_workspace(tmp_path, valid_tokens=100)
+    with pytest.raises(ValueError, match="domain 'alpha'.*valid"):
+        run(ws, tmp_path / "out", ["mix_0000"])
+
+
+def test_bad_mixture_and_batch_settings(ws, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"mix_id": "bad", "weights": {"alpha": 0.5, "delta": 0.5}}))
+    with pytest.raises(ConfigError, match="delta"):
+        train(settings(), "proxy", ws["data"], ws["tokenizer"], [bad], [tmp_path / "bad"])
+    with pytest.raises(ConfigError, match="micro_batch"):
+        run(ws, tmp_path, ["mix_0000"], micro_batch=3)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(ws, tmp_path):
+    """DDP over 2 CPU processes (torchrun, gloo) = 1 process with the same global batch."""
+    single = run(ws, tmp_path / "one", ["mix_0002"], "large", schedule="cosine")[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_DIR)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "regmix.cli",
+           "train-large", "--settings", json.dumps(settings("large", schedule="cosine")), "--data", str(ws["data"]),
+           "--tokenizer", str(ws["tokenizer"]), "--mixture", str(ws["mixtures"]["mix_0002"]), "--out-dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    double = json.loads((tmp_path / "two" / "losses.json").read_text())
+    assert double["world_size"] == 2
+    for domain in DOMAINS:
+        assert double["val_loss"][domain] == pytest.approx(single["val_loss"][domain], rel=1e-4)
