@@ -1,0 +1,195 @@
+"""One verifiable archive of a run, for a paper.
+
+`archive` packs the results tables, figures, chosen mixture, lm-eval results, configs,
+dependency lock, Snakemake report and a provenance record (git commit, container image,
+code version) into one tar.gz whose `MANIFEST.sha256` lists the sha256 of every other
+file inside. The archive is byte-for-byte reproducible from the same files (fixed
+member order, times and owners). `verify-archive` recomputes every checksum and names
+each changed, missing or extra file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io as _bytes_io
+import json
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+from regmix import io
+
+MANIFEST = "MANIFEST.sha256"
+PROVENANCE = "PROVENANCE.json"
+
+# What of the results directory goes in (globs relative to it). Token files, the raw
+# corpus and training state are rebuilt by the pipeline and stay out.
+RESULT_PATTERNS = (
+    "summary.md", "summary.csv", "summary.provenance.json", "regmix.duckdb", "db/*.parquet",
+    "figures/*", "mixtures/*", "proxies/*.csv", "proxies/*.json", "proxies/*/losses.json",
+    "proxies/*/train_log.jsonl", "regression/*", "chosen/*", "candidates/*", "large/*/losses.json",
+    "large/*/train_log.jsonl", "eval/*", "eval_tasks/*", "data/prior.yaml", "data/token_counts.json",
+    "data/*/*.json", "corpus/manifest.json", "tokenizer/*", "logs/**/*",
+)
+CHECKPOINT_PATTERNS = ("large/*/model/**/*", "proxies/*/model/**/*")
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def result_files(results: Path, include_checkpoints: bool) -> list[Path]:
+    """Files of the results directory that the archive holds, relative to it, sorted."""
+    patterns = RESULT_PATTERNS + (CHECKPOINT_PATTERNS if include_checkpoints else ())
+    found = set()
+    for pattern in patterns:
+        for path in results.glob(pattern):
+            relative = path.relative_to(results)
+            if path.is_file() and not _hidden(relative) and relative.parts[0] != "archive":
+                found.add(relative)
+    return sorted(found)
+
+
+def _git(args: list[str]) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _add(tar: tarfile.TarFile, name: str, source: bytes | Path) -> None:
+    """Add a member with fixed time, owner and mode, so the same files give the same bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+    if isinstance(source, bytes):
+        tar.addfile(info, _bytes_io.BytesIO(source))
+    else:
+        with source.open("rb") as handle:  # streamed: checkpoints can be large
+            tar.addfile(info, handle)
+
+
+def build_archive(settings: dict, results: str | Path, configs: list[str | Path], out: str | Path,
+                  report: str | Path | None = None, lock: str | Path | None = None) -> dict:
+    """Write the archive; return its manifest (archive path -> sha256)."""
+    results, out = Path(results), Path(out)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results directory not found: {results}")
+    root = out.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    members: dict[str, Path] = {}
+    for relative in result_files(results, settings["archive"]["include_checkpoints"]):
+        members[f"results/{relative.as_posix()}"] = results / relative
+    for config in map(Path, configs):
+        if not config.is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        name = f"config/{config.name}"
+        if name in members:
+            raise ValueError(f"two config files share the name {config.name!r}: {members[name]} and {config}")
+        members[name] = config
+    absent = []
+    for name, path in (("report.html", report), ("requirements.lock", lock)):
+        if path is None:
+            continue
+        if Path(path).is_file():
+            members[name] = Path(path)
+        else:
+            # optional by nature: the report is built outside the DAG, the lock may not exist
+            absent.append(str(path))
+            print(f"regmix archive: {path} not found; the archive goes without it", file=sys.stderr)
+    commit = _git(["rev-parse", "HEAD"])
+    record = {
+        "git_commit": commit,
+        "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])) if commit else None,
+        "container": settings["container"],
+        "absent_optional_files": absent,
+        **io.provenance(settings, []),
+        "sources": {name: str(path) for name, path in members.items()},
+    }
+    contents: dict[str, bytes | Path] = dict(members)
+    contents[PROVENANCE] = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    manifest = {
+        name: hashlib.sha256(src).hexdigest() if isinstance(src, bytes) else io.sha256_file(src)
+        for name, src in sorted(contents.items())
+    }
+    manifest_text = "".join(f"{digest}  {name}\n" for name, digest in manifest.items())
+    with io.atomic_path(out) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add(tar, f"{root}/{MANIFEST}", manifest_text.encode())
+                for name, src in sorted(contents.items()):
+                    _add(tar, f"{root}/{name}", src)
+    return manifest
+
+
+def verify_archive(path: str | Path) -> int:
+    """Recompute every checksum; raise ValueError naming each changed, missing or extra file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"archive not found: {path}")
+    found: dict[str, str] = {}
+    manifest_text = None
+    problems = []
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                root, _, name = member.name.partition("/")
+                if not member.isfile() or not name:
+                    problems.append(f"extra: {member.name} (not a regular file inside the archive's folder)")
+                    continue
+                data = tar.extractfile(member).read()
+                if name == MANIFEST:
+                    manifest_text = data.decode()
+                elif name in found:
+                    problems.append(f"extra: {member.name} (a second copy)")
+                else:
+                    found[name] = hashlib.sha256(data).hexdigest()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise ValueError(f"{path}: unreadable archive ({err})") from None
+    if manifest_text is None:
+        raise ValueError(f"{path}: no {MANIFEST} inside")
+    expected = {}
+    for number, line in enumerate(manifest_text.splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise ValueError(f"{path}: {MANIFEST} line {number} is not '<sha256>  <file>'")
+        expected[name] = digest
+    for name in sorted(expected.keys() | found.keys()):
+        if name not in found:
+            problems.append(f"missing: {name}")
+        elif name not in expected:
+            problems.append(f"extra: {name}")
+        elif found[name] != expected[name]:
+            problems.append(f"changed: {name} (sha256 {found[name][:12]}..., manifest says {expected[name][:12]}...)")
+    if problems:
+        raise ValueError(f"{path} does not match its manifest:\n  " + "\n  ".join(problems))
+    return len(found)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix archive", description=build_archive.__doc__)
+    parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'archive')")
+    parser.add_argument("--results", required=True, help="results directory R")
+    parser.add_argument("--config", nargs="+", required=True, help="config files of the run (config.yaml, schema, models)")
+    parser.add_argument("--out", required=True, help="archive file (R/archive/regmix-run.tar.gz)")
+    parser.add_argument("--report", help="Snakemake HTML report (R/report.html), packed when it exists")
+    parser.add_argument("--lock", help="resolved dependency lock (requirements.lock), packed when it exists")
+    args = parser.parse_args(argv)
+    manifest = build_archive(json.loads(args.settings), args.results, args.config, args.out, args.report, args.lock)
+    size = Path(args.out).stat().st_size
+    print(f"wrote {args.out}: {len(manifest)} files, {size / 1e6:.2f} MB")
+    return 0
+
+
+def verify_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix verify-archive", description=verify_archive.__doc__)
+    parser.add_argument("archive", help="archive written by `regmix archive`")
+    args = parser.parse_args(argv)
+    count = verify_archive(args.archive)
+    print(f"{args.archive}: all {count} files match the manifest")
+    return 0
