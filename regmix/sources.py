@@ -1,8 +1,432 @@
-"""Where documents come from. (Owned by the data stage; see DESIGN.md.)"""
+"""Where documents come from: one reader per `data.source.kind`, one iterator for all.
+
+Every consumer (tokenizer training, tokenization, evaluation tasks) reads documents
+through `iter_documents`, so the rules about what a document is are in one place:
+empty documents are skipped, unreadable records (bad UTF-8, malformed JSON, a missing or
+non-string text field) are counted and fail the domain beyond
+`data.max_undecodable_fraction`, a domain/split with no documents is an error naming it,
+and a source without a valid split is split by a seeded hash of each document.
+
+Kinds (keys in config/schema.yaml under data.source):
+  demo         R/corpus/<domain>/<split>.jsonl written by `regmix corpus`
+  jsonl        <path>/<train_dir>/<domain>-N.jsonl[.gz|.zst] (RegMix's layout)
+  huggingface  `datasets.load_dataset` (hub name, local folder, or json/parquet loader
+               with data_files) whose `domain_column` names each row's domain
+  parquet      per-domain globs of Parquet files with a text column
+  text         per-domain globs of plain text files (a document per file or per line)
+"""
 
 from __future__ import annotations
 
+import glob
+import gzip
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from regmix.config import ConfigError
+
+SPLITS = ("train", "valid")
+
+# Keys of data.source each kind may set (besides `kind`).
+KIND_KEYS: dict[str, set[str]] = {
+    "demo": set(),
+    "jsonl": {"path", "train_dir", "valid_dir", "text_field"},
+    "huggingface": {
+        "name_or_path", "config_name", "data_files", "train_split", "valid_split",
+        "text_column", "domain_column", "domain_map", "streaming",
+    },
+    "parquet": {"files", "text_column"},
+    "text": {"files", "text_unit"},
+}
+
+# A JSON-lines file belongs to the domain spelled before the first "-" or "." of its
+# name. Domain names cannot contain either, so `pubmed` never captures
+# `pubmed_central-0.jsonl` (RegMix's own prefix match did).
+_JSONL_NAME = re.compile(r"^([A-Za-z0-9_]+)(?:[-.][^/]*)?\.jsonl?(?:\.gz|\.zst)?$")
+_ARROW_BATCH_ROWS = 2000
+
+
+# --------------------------------------------------------------------------- helpers
+
+def unit_hash(text: str, seed: int, purpose: str) -> float:
+    """A seeded hash of a document in [0, 1): the same text always lands the same way."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=f"{purpose}:{seed}".encode()).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def in_valid_split(text: str, seed: int, valid_fraction: float) -> bool:
+    return unit_hash(text, seed, "split") < valid_fraction
+
+
+def open_binary(path: str | Path) -> BinaryIO:
+    """Open a file for reading bytes, decompressing .gz and .zst on the fly."""
+    name = str(path)
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        raw = open(name, "rb")
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+    return open(name, "rb")
+
+
+def jsonl_domain(filename: str) -> str | None:
+    """The domain a JSON-lines file name belongs to, or None if it is not one."""
+    match = _JSONL_NAME.match(filename)
+    return match.group(1) if match else None
+
+
+def _dotted(obj, path: str):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            raise KeyError(path)
+        obj = obj[part]
+    return obj
+
+
+def _glob(pattern: str) -> list[str]:
+    return sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (splits: {list(SPLITS)})")
+
+
+# --------------------------------------------------------------------------- config
 
 def check_source_config(config: dict) -> None:
-    """Validate `data.source` against `domains`; raise ConfigError naming the key."""
-    return None
+    """Validate `data.source` against `domains`; raise ConfigError naming the key.
+
+    The source's domains must be exactly `domains`: a configured domain the source does
+    not provide, or data for a domain that is not configured, stops the run here.
+    """
+    source, domains = config["data"]["source"], list(config["domains"])
+    kind = source["kind"]
+    foreign = sorted(set(source) - {"kind"} - KIND_KEYS[kind])
+    if foreign:
+        raise ConfigError(
+            f"config key 'data.source': key(s) {foreign} do not apply to kind {kind!r} "
+            f"(its keys: {sorted(KIND_KEYS[kind]) or 'none'})"
+        )
+    if kind == "demo":
+        from regmix.corpus import DEMO_DOMAINS
+
+        unknown = sorted(set(domains) - set(DEMO_DOMAINS))
+        if unknown:
+            raise ConfigError(f"config key 'domains': {unknown} not built by the demo source (demo domains: {list(DEMO_DOMAINS)})")
+    elif kind == "jsonl":
+        _check_jsonl_layout(source, domains)
+    elif kind == "huggingface":
+        mapped = {d for d in source["domain_map"].values() if d is not None}
+        _check_domain_sets(mapped, domains, "data.source.domain_map")
+        for split_name, spec in (source["data_files"] or {}).items():
+            for pattern in [spec] if isinstance(spec, str) else spec:
+                if not _is_remote(pattern) and not _glob(pattern):
+                    raise ConfigError(f"config key 'data.source.data_files.{split_name}': {pattern!r} matches no file")
+    else:  # parquet, text
+        _check_domain_sets(set(source["files"]), domains, "data.source.files")
+        for domain in domains:
+            for split in SPLITS:
+                pattern = source["files"][domain].get(split)
+                if pattern is not None and not _glob(pattern):
+                    raise ConfigError(f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain {domain!r} matches no file")
+
+
+def _check_domain_sets(found: set[str], domains: list[str], key: str) -> None:
+    missing = [d for d in domains if d not in found]
+    if missing:
+        raise ConfigError(f"config key '{key}': domain(s) {missing} of `domains` have no data in the source")
+    extra = sorted(found - set(domains))
+    if extra:
+        raise ConfigError(f"config key '{key}': source domain(s) {extra} are not in `domains` {domains}")
+
+
+def _is_remote(pattern: str) -> bool:
+    return "://" in pattern or pattern.startswith("hf:")
+
+
+def _split_dirs(source: dict) -> dict[str, Path]:
+    root = Path(source["path"])
+    dirs = {"train": root / source["train_dir"]}
+    if source["valid_dir"] is not None:
+        dirs["valid"] = root / source["valid_dir"]
+    return dirs
+
+
+def _check_jsonl_layout(source: dict, domains: list[str]) -> None:
+    for split, folder in _split_dirs(source).items():
+        if not folder.is_dir():
+            raise ConfigError(f"config key 'data.source.path': {split} folder {str(folder)!r} does not exist")
+        found = {d for f in folder.iterdir() if f.is_file() and (d := jsonl_domain(f.name))}
+        missing = [d for d in domains if d not in found]
+        if missing:
+            raise ConfigError(
+                f"config key 'data.source.path': domain(s) {missing} match no file <domain>-N.jsonl[.gz|.zst] in {str(folder)!r}"
+            )
+        extra = sorted(found - set(domains))
+        if extra:
+            raise ConfigError(f"config key 'data.source.path': {str(folder)!r} holds files of domain(s) {extra} that are not in `domains`")
+
+
+# --------------------------------------------------------------------------- files
+
+def jsonl_files(source: dict, domain: str, split: str) -> list[str]:
+    """The JSON-lines files of one domain split, matched exactly on the domain name."""
+    dirs = _split_dirs(source)
+    folder = dirs.get(split, dirs["train"])
+    if not folder.is_dir():
+        raise ValueError(f"domain {domain!r}: folder {str(folder)!r} does not exist")
+    return sorted(str(f) for f in folder.iterdir() if f.is_file() and jsonl_domain(f.name) == domain)
+
+
+def _glob_files(source: dict, domain: str, split: str) -> list[str]:
+    spec = source["files"].get(domain)
+    if spec is None:
+        raise ValueError(f"domain {domain!r}: no entry in data.source.files")
+    pattern = spec.get(split) or spec["train"]
+    return _glob(pattern)
+
+
+def input_files(config: dict, domain: str, split: str) -> list[str]:
+    """Local files a (domain, split) is read from, for Snakemake to track as inputs."""
+    _check_split(split)
+    source = config["data"]["source"]
+    kind = source["kind"]
+    if kind == "demo":
+        return [str(Path(config["results_dir"]) / "corpus" / domain / f"{split}.jsonl")]
+    if kind == "jsonl":
+        return jsonl_files(source, domain, split)
+    if kind in ("parquet", "text"):
+        return _glob_files(source, domain, split)
+    # huggingface: local data files or a local dataset folder; nothing for a hub name
+    files: list[str] = []
+    for spec in (source["data_files"] or {}).values():
+        for pattern in [spec] if isinstance(spec, str) else spec:
+            if not _is_remote(pattern):
+                files += _glob(pattern)
+    local = Path(source["name_or_path"])
+    if not files and local.exists():
+        files = [str(local)] if local.is_file() else sorted(str(p) for p in local.rglob("*") if p.is_file())
+    return sorted(set(files))
+
+
+# --------------------------------------------------------------------------- reading
+
+@dataclass
+class ReadStats:
+    """What reading one domain split saw; `iter_documents` fills it as it goes."""
+
+    documents: int = 0
+    empty: int = 0
+    unreadable: int = 0
+    first_unreadable: str = ""
+    sources: list[str] = field(default_factory=list)
+
+
+_BAD = object()  # marker a reader yields for an unreadable record
+
+
+def iter_documents(
+    settings: dict, corpus_dir: str | Path | None, domain: str, split: str, stats: ReadStats | None = None
+) -> Iterator[str]:
+    """Yield the documents of one domain split, in a fixed order.
+
+    Raises ValueError naming the domain when it has no documents or more unreadable
+    records than `data.max_undecodable_fraction` (checked when the source is exhausted,
+    so a consumer that writes atomically never leaves a complete-looking output).
+    """
+    _check_split(split)
+    if domain not in settings["domains"]:
+        raise ValueError(f"domain {domain!r} is not in domains {settings['domains']}")
+    data = settings["data"]
+    source = data["source"]
+    stats = stats if stats is not None else ReadStats()
+    records, hash_split = _records(source, corpus_dir, domain, split, stats)
+    seed, fraction = settings["seed"], data["valid_fraction"]
+    seen = 0
+    for text, where in records:
+        seen += 1
+        if text is _BAD:
+            stats.unreadable += 1
+            stats.first_unreadable = stats.first_unreadable or where
+            continue
+        if not text.strip():
+            stats.empty += 1
+            continue
+        if hash_split and in_valid_split(text, seed, fraction) != (split == "valid"):
+            continue
+        stats.documents += 1
+        yield text
+    where = ", ".join(stats.sources[:3]) + (" ..." if len(stats.sources) > 3 else "") or "the source"
+    if seen and stats.unreadable / seen > data["max_undecodable_fraction"]:
+        raise ValueError(
+            f"domain {domain!r} split {split!r}: {stats.unreadable} of {seen} records unreadable "
+            f"({stats.unreadable / seen:.2%} > data.max_undecodable_fraction {data['max_undecodable_fraction']}); "
+            f"first: {stats.first_unreadable}"
+        )
+    if stats.documents == 0:
+        raise ValueError(f"domain {domain!r} split {split!r}: no documents in {where}")
+
+
+def _records(source: dict, corpus_dir, domain: str, split: str, stats: ReadStats):
+    """(record iterator, whether the split comes from hashing the train documents)."""
+    kind = source["kind"]
+    if kind == "demo":
+        if corpus_dir is None:
+            raise ValueError("the demo source reads the corpus folder: pass corpus_dir")
+        path = Path(corpus_dir) / domain / f"{split}.jsonl"
+        if not path.is_file():
+            raise ValueError(f"domain {domain!r} split {split!r}: corpus file {str(path)!r} does not exist")
+        stats.sources.append(str(path))
+        return _jsonl_records([str(path)], "text"), False
+    if kind == "jsonl":
+        files = jsonl_files(source, domain, split)
+        if not files:
+            raise ValueError(f"domain {domain!r} split {split!r}: no file {domain}-N.jsonl[.gz|.zst] in {source['path']!r}")
+        stats.sources += files
+        return _jsonl_records(files, source["text_field"]), source["valid_dir"] is None
+    if kind in ("parquet", "text"):
+        files = _glob_files(source, domain, split)
+        spec = source["files"][domain]
+        if not files:
+            raise ValueError(f"domain {domain!r} split {split!r}: pattern {spec.get(split) or spec['train']!r} matches no file")
+        stats.sources += files
+        hash_split = spec.get("valid") is None
+        if kind == "parquet":
+            return _parquet_records(files, source["text_column"]), hash_split
+        return _text_records(files, source["text_unit"]), hash_split
+    hash_split = source["valid_split"] is None
+    stats.sources.append(source["name_or_path"])
+    return _huggingface_records(source, domain, split), hash_split
+
+
+def _checked_text(text, where: str):
+    if not isinstance(text, str):
+        return _BAD, f"{where}: text is {type(text).__name__}, not a string"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # lone surrogates from JSON escapes cannot be tokenized
+        except UnicodeEncodeError:
+            return _BAD, f"{where}: text has unpaired surrogates"
+    return text, where
+
+
+def _jsonl_records(files: list[str], text_field: str):
+    for path in files:
+        with open_binary(path) as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    record = json.loads(line)
+                except ValueError as err:  # bad UTF-8 or malformed JSON
+                    yield _BAD, f"{where}: {type(err).__name__}: {err}"
+                    continue
+                try:
+                    text = _dotted(record, text_field)
+                except KeyError:
+                    yield _BAD, f"{where}: no field {text_field!r}"
+                    continue
+                yield _checked_text(text, where)
+
+
+def _text_records(files: list[str], unit: str):
+    for path in files:
+        with open_binary(path) as handle:
+            if unit == "file":
+                try:
+                    yield handle.read().decode("utf-8"), path
+                except UnicodeDecodeError as err:
+                    yield _BAD, f"{path}: {err}"
+                continue
+            for lineno, line in enumerate(handle, 1):
+                try:
+                    yield line.decode("utf-8").rstrip("\r\n"), f"{path}:{lineno}"
+                except UnicodeDecodeError as err:
+                    yield _BAD, f"{path}:{lineno}: {err}"
+
+
+def _arrow_column(table, dotted: str):
+    """A (possibly nested, dotted) column of a pyarrow Table as one flat array."""
+    import pyarrow.compute as pc
+
+    first, *rest = dotted.split(".")
+    if first not in table.column_names:
+        raise KeyError(dotted)
+    column = table.column(first)
+    for part in rest:
+        column = pc.struct_field(column, part)
+    return column
+
+
+def _parquet_records(files: list[str], text_column: str):
+    import pyarrow.parquet as pq
+
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        root = text_column.split(".")[0]
+        if root not in parquet.schema_arrow.names:
+            yield _BAD, f"{path}: no column {text_column!r} (columns: {parquet.schema_arrow.names})"
+            continue
+        row = 0
+        for batch in parquet.iter_batches(columns=[root], batch_size=_ARROW_BATCH_ROWS):
+            import pyarrow as pa
+
+            texts = _arrow_column(pa.Table.from_batches([batch]), text_column).to_pylist()
+            for offset, text in enumerate(texts):
+                yield _checked_text(text, f"{path} row {row + offset}")
+            row += len(texts)
+
+
+def _huggingface_records(source: dict, domain: str, split: str):
+    """Rows of the configured split whose domain column maps to `domain`.
+
+    Batches are filtered in Arrow before any text becomes a Python string, so a job
+    that wants one domain of a many-domain dataset only converts that domain's rows.
+    """
+    import datasets
+    import pyarrow.compute as pc
+
+    hf_split = source["train_split"] if split == "train" or source["valid_split"] is None else source["valid_split"]
+    dataset = datasets.load_dataset(
+        source["name_or_path"], source["config_name"], data_files=source["data_files"],
+        split=hf_split, streaming=source["streaming"],
+    )
+    domain_map = source["domain_map"]
+    wanted = [value for value, d in domain_map.items() if d == domain]
+    name = f"{source['name_or_path']}[{hf_split}]"
+    row = 0
+    for table in dataset.with_format("arrow").iter(batch_size=_ARROW_BATCH_ROWS):
+        try:
+            values = pc.cast(_arrow_column(table, source["domain_column"]), "string")
+            texts = _arrow_column(table, source["text_column"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"domain {domain!r}: {name} has no column {source['domain_column']!r} / {source['text_column']!r} "
+                f"(columns: {table.column_names}): {err}"
+            ) from None
+        unmapped = sorted(set(map(str, pc.unique(values).to_pylist())) - set(domain_map))
+        if unmapped:
+            raise ValueError(
+                f"{name}: domain column value(s) {unmapped} are not in data.source.domain_map "
+                "(map them to a domain, or to null to exclude them on purpose)"
+            )
+        mask = pc.is_in(values, value_set=_string_array(wanted))
+        for offset, text in zip(pc.indices_nonzero(mask).to_pylist(), texts.filter(mask).to_pylist()):
+            yield _checked_text(text, f"{name} row {row + offset}")
+        row += table.num_rows
+
+
+def _string_array(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.string())
