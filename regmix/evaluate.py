@@ -15,11 +15,8 @@ import argparse
 import json
 import random
 from pathlib import Path
-from typing import Iterator
 
-import yaml
-
-from regmix import io
+from regmix import io, sources
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -27,25 +24,6 @@ MULTIPLE_CHOICE = "multiple_choice"
 
 
 # ---------------------------------------------------------------------------- tasks
-
-
-def _valid_documents(settings: dict, corpus_dir: Path, domain: str) -> Iterator[str]:
-    from regmix import sources
-
-    if hasattr(sources, "iter_documents"):
-        yield from sources.iter_documents(settings, corpus_dir, domain, "valid")
-        return
-    # the data stage has not provided a reader: the demo corpus layout is plain JSONL
-    path = corpus_dir / domain / "valid.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"held-out documents of domain {domain!r} not found: {path}")
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{path}:{number}: not a JSON object with a 'text' field ({err})") from None
 
 
 def _split_point(text: str, context_chars: int) -> int | None:
@@ -136,7 +114,7 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}}
     for domain in settings["domains"]:
-        docs = [t for t in _valid_documents(settings, corpus_dir, domain) if t.strip()]
+        docs = [t for t in sources.iter_documents(settings, corpus_dir, domain, "valid") if t.strip()]
         if not docs:
             raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
         rng = random.Random(f"{settings['seed']}:{domain}")

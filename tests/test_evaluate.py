@@ -15,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 DOMAINS = ["prose", "numbers"]
+DATA = {"source": {"kind": "demo"}, "valid_fraction": 0.05, "max_undecodable_fraction": 0.01}
 EVAL_DEFAULTS = {
     "suite": "local", "tasks": [], "num_fewshot": [0], "limit": None, "docs_per_task": 12,
     "max_doc_chars": 400, "mc_choices": 4, "mc_context_chars": 80, "mc_continuation_chars": 40,
@@ -23,7 +24,7 @@ EVAL_DEFAULTS = {
 
 
 def settings(**evaluate) -> dict:
-    return {"seed": 0, "domains": DOMAINS, "data": {"source": {"kind": "demo"}}, "evaluate": {**EVAL_DEFAULTS, **evaluate}}
+    return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}}
 
 
 def _prose(rng: random.Random) -> str:
