@@ -39,6 +39,7 @@ from regmix import io, sources
 
 DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
 MAX_DOCUMENT_BYTES = 100_000  # bigger files are mostly generated data tables, not text
+MIN_DOCUMENTS_PER_DOMAIN = 20  # a small cap also caps file size, so both splits get documents
 MIN_DOCUMENT_CHARS = 64
 _SKIP_DIRS = {"__pycache__", ".git"}
 _DOC_SUFFIXES = {".md", ".markdown", ".rst"}
@@ -299,10 +300,11 @@ def build_domain(domain: str, files: list[SourceFile], seed: int, cap: int, seen
                 break
         return build
     rng = random.Random(f"{seed}:{domain}")
+    max_bytes = min(MAX_DOCUMENT_BYTES, cap // MIN_DOCUMENTS_PER_DOMAIN)
     for source in _round_robin(files, rng):
         try:
             size = source.path.stat().st_size
-            if size > MAX_DOCUMENT_BYTES:
+            if size > max_bytes:
                 build.skipped["too_large"] += 1
                 continue
             raw = source.path.read_bytes()

@@ -1,0 +1,203 @@
+"""Token files: round trip, dtype, determinism across workers/batches, shards, limits, prior."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from regmix import cli, io, tokenization, tokenizer
+from regmix.config import stage_settings, validate_config
+
+DOMAINS = ["docs", "arithmetic"]
+SIDECAR_KEYS = {
+    "domain", "split", "tokens", "dtype", "files", "documents", "bytes", "bytes_per_token", "eos_id",
+    "vocab_size", "tokenizer_fingerprint", "source_fingerprint", "provenance",
+}
+
+
+def random_docs(seed, count):
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "Grüße", "東京", "🦊", "x=1;", "\n", "  ", "\t", "delta"]
+    return [f"doc{i} " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 80))) for i in range(count)]
+
+
+CORPUS = {
+    ("docs", "train"): random_docs(1, 400),
+    ("docs", "valid"): random_docs(2, 20),
+    ("arithmetic", "train"): [f"Question: What is {i} + {i}?\nAnswer: {2 * i}" for i in range(400)],
+    ("arithmetic", "valid"): [f"Question: What is {i} * 3?\nAnswer: {3 * i}" for i in range(20)],
+}
+
+
+def settings_for(**data):
+    config = validate_config({"domains": DOMAINS, "regression": {"target": "mean"}, "tokenizer": {"vocab_size": 300},
+                              "data": {"source": {"kind": "demo"}, **data}})
+    return stage_settings(config, "tokenize")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenize")
+    for (domain, split), texts in CORPUS.items():
+        path = root / "corpus" / domain / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = validate_config({"domains": DOMAINS, "regression": {"target": "mean"}, "tokenizer": {"vocab_size": 300}})
+    tokenizer.build(stage_settings(config, "tokenizer"), root / "corpus", root / "tok")
+    return root
+
+
+def read_tokens(sidecar_path):
+    sidecar = io.read_json(sidecar_path)
+    parts = [np.fromfile(sidecar_path.parent / name, dtype=sidecar["dtype"]) for name in sidecar["files"]]
+    return np.concatenate(parts), sidecar
+
+
+def split_documents(tokens, eos_id):
+    ends = np.flatnonzero(tokens == eos_id)
+    assert ends.size and ends[-1] == tokens.size - 1  # every document is closed by EOS
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [tokens[s:e].tolist() for s, e in zip(starts, ends)]
+
+
+def test_round_trip_decodes_every_document_in_order(setup, tmp_path):
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "data" / "docs" / "train.bin"
+    sidecar = tokenization.tokenize_split(settings_for(workers=1), setup / "corpus", setup / "tok", "docs", "train", out)
+    assert set(sidecar) == SIDECAR_KEYS
+    tokens, on_disk = read_tokens(out.with_suffix(".json"))
+    assert on_disk == json.loads(json.dumps(sidecar))
+    assert sidecar["dtype"] == "uint16" and tokens.dtype == np.uint16 and sidecar["files"] == ["train.bin"]
+    assert sidecar["tokens"] == tokens.size and sidecar["documents"] == 400
+    texts = CORPUS[("docs", "train")]
+    assert sidecar["bytes"] == sum(len(t.encode()) for t in texts)
+    assert sidecar["bytes_per_token"] == pytest.approx(sidecar["bytes"] / sidecar["tokens"])
+    assert sidecar["tokenizer_fingerprint"] == io.sha256_file(setup / "tok" / "tokenizer.json")
+    decoder = Tokenizer.from_file(str(setup / "tok" / "tokenizer.json"))
+    documents = split_documents(tokens, sidecar["eos_id"])
+    assert [decoder.decode(ids) for ids in documents] == texts
+
+
+def test_output_is_identical_across_workers_and_batch_sizes(setup, tmp_path):
+    outputs = []
+    for workers, batch_bytes in [(1, 1_000_000), (2, 1000), (3, 2500)]:
+        out = tmp_path / f"w{workers}" / "train.bin"
+        sidecar = tokenization.tokenize_split(
+            settings_for(workers=workers, batch_bytes=batch_bytes), setup / "corpus", setup / "tok", "docs", "train", out
+        )
+        outputs.append((io.sha256_file(out), sidecar["source_fingerprint"], sidecar["tokens"]))
+    assert len(set(outputs)) == 1
+
+
+def test_dtype_is_uint32_when_the_vocabulary_does_not_fit(setup, tmp_path):
+    assert tokenization.token_dtype(65535) == np.uint16 and tokenization.token_dtype(65536) == np.uint32
+    big = tmp_path / "big_tok"
+    shutil.copytree(setup / "tok", big)
+    fingerprint = io.read_json(big / tokenizer.FINGERPRINT_FILE)
+    io.write_json(big / tokenizer.FINGERPRINT_FILE, {**fingerprint, "vocab_size": 70_000})
+    out16, out32 = tmp_path / "16" / "valid.bin", tmp_path / "32" / "valid.bin"
+    tokenization.tokenize_split(settings_for(), setup / "corpus", setup / "tok", "arithmetic", "valid", out16)
+    sidecar = tokenization.tokenize_split(settings_for(), setup / "corpus", big, "arithmetic", "valid", out32)
+    tokens32, _ = read_tokens(out32.with_suffix(".json"))
+    tokens16, _ = read_tokens(out16.with_suffix(".json"))
+    assert sidecar["dtype"] == "uint32" and out32.stat().st_size == 4 * sidecar["tokens"]
+    assert np.array_equal(tokens32, tokens16.astype(np.uint32))
+
+
+def test_shards_read_as_one_stream_and_stale_shards_go(setup, tmp_path):
+    single = tmp_path / "one" / "train.bin"
+    tokenization.tokenize_split(settings_for(), setup / "corpus", setup / "tok", "docs", "train", single)
+    sharded = tmp_path / "many" / "train.bin"
+    sharded.parent.mkdir()
+    (sharded.parent / "train.00099.bin").write_bytes(b"old")
+    sidecar = tokenization.tokenize_split(settings_for(shard_max_tokens=1000, batch_bytes=1000), setup / "corpus", setup / "tok", "docs", "train", sharded)
+    assert len(sidecar["files"]) > 2 and sidecar["files"][:2] == ["train.bin", "train.00001.bin"]
+    assert all((sharded.parent / f).stat().st_size <= 2000 for f in sidecar["files"])
+    assert not (sharded.parent / "train.00099.bin").exists()
+    tokens, _ = read_tokens(sharded.with_suffix(".json"))
+    assert np.array_equal(tokens, np.fromfile(single, dtype=np.uint16))
+
+
+def test_token_limit_keeps_a_seeded_sample_in_original_order(setup, tmp_path):
+    full = tmp_path / "full" / "train.bin"
+    full_sidecar = tokenization.tokenize_split(settings_for(), setup / "corpus", setup / "tok", "docs", "train", full)
+    eos = full_sidecar["eos_id"]
+    all_docs = split_documents(np.fromfile(full, dtype=np.uint16), eos)
+    limit = full_sidecar["tokens"] // 3
+    kept = {}
+    for seed, workers in [(0, 1), (0, 2), (5, 1)]:
+        settings = {**settings_for(token_limit={"docs": limit}, workers=workers, batch_bytes=2000), "seed": seed}
+        out = tmp_path / f"s{seed}w{workers}" / "train.bin"
+        sidecar = tokenization.tokenize_split(settings, setup / "corpus", setup / "tok", "docs", "train", out)
+        tokens = np.fromfile(out, dtype=np.uint16)
+        assert limit - max(map(len, all_docs)) - 1 <= sidecar["tokens"] == tokens.size <= limit
+        documents = split_documents(tokens, eos)
+        positions = [all_docs.index(d) for d in documents]
+        assert positions == sorted(positions) and sidecar["documents"] == len(documents)
+        kept[(seed, workers)] = positions
+    assert kept[(0, 1)] == kept[(0, 2)] != kept[(5, 1)]
+    # the valid split is never limited
+    valid = tokenization.tokenize_split(settings_for(token_limit={"docs": 10}), setup / "corpus", setup / "tok", "docs", "valid", tmp_path / "v.bin")
+    assert valid["documents"] == 20
+    with pytest.raises(ValueError, match=r"domain 'docs'.*token_limit 1 "):
+        tokenization.tokenize_split(settings_for(token_limit={"docs": 1}), setup / "corpus", setup / "tok", "docs", "train", tmp_path / "x.bin")
+
+
+def test_limit_sampler_matches_sorting_all_keys():
+    rng = np.random.default_rng(0)
+    keys, sizes = rng.random(500), rng.integers(1, 50, 500)
+    sampler = tokenization.LimitSampler(3000)
+    for order, (key, size) in enumerate(zip(keys, sizes)):
+        sampler.add(float(key), order, np.zeros(size, np.uint16), 0)
+    cumulative = np.cumsum(sizes[np.argsort(keys)])
+    expected = set(np.argsort(keys)[: int(np.searchsorted(cumulative, 3000, side="right"))])
+    assert sampler.total <= 3000 and {len(t) for t, _ in sampler.kept()} <= set(sizes.tolist())
+    assert len(sampler.kept()) == len(expected)
+
+
+def test_too_few_tokens_fails_naming_the_domain_and_leaves_nothing(setup, tmp_path, capsys):
+    out = tmp_path / "data" / "arithmetic" / "valid.bin"
+    argv = ["tokenize", "--settings", json.dumps(settings_for()), "--corpus", str(setup / "corpus"), "--tokenizer", str(setup / "tok"),
+            "--domain", "arithmetic", "--split", "valid", "--out", str(out), "--min-tokens", "1000000"]
+    assert cli.main(argv) == 1
+    assert "domain 'arithmetic'" in capsys.readouterr().err
+    assert not list(out.parent.iterdir())  # no token file, no sidecar, no temporary file
+    assert cli.main(argv[:-2]) == 0
+    assert tokenization.check_min_tokens(out.with_suffix(".json"), 10, "arithmetic") > 10
+    with pytest.raises(ValueError, match=r"domain 'arithmetic' split 'valid'.*fewer than the 1000000 needed"):
+        tokenization.check_min_tokens(out.with_suffix(".json"), 1_000_000, "arithmetic")
+
+
+def test_unreadable_source_leaves_no_output(setup, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(setup / "corpus", corpus)
+    with open(corpus / "docs" / "valid.jsonl", "ab") as handle:
+        handle.write(b'{"text": "\xff broken"}\n' * 5)
+    out = tmp_path / "data" / "docs" / "valid.bin"
+    with pytest.raises(ValueError, match=r"domain 'docs' split 'valid'.*unreadable"):
+        tokenization.tokenize_split(settings_for(), corpus, setup / "tok", "docs", "valid", out)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_prior_and_token_counts_from_sidecars(setup, tmp_path, capsys):
+    settings = settings_for()
+    for domain in DOMAINS:
+        for split in ("train", "valid"):
+            tokenization.tokenize_split(settings, setup / "corpus", setup / "tok", domain, split, tmp_path / "data" / domain / f"{split}.bin")
+    argv = ["prior", "--settings", json.dumps(settings), "--data", str(tmp_path / "data"),
+            "--out-prior", str(tmp_path / "data" / "prior.yaml"), "--out-counts", str(tmp_path / "data" / "token_counts.json")]
+    assert cli.main(argv) == 0
+    counts, prior = io.read_json(tmp_path / "data" / "token_counts.json"), io.read_yaml(tmp_path / "data" / "prior.yaml")
+    assert list(prior) == DOMAINS and sum(prior.values()) == pytest.approx(1.0)
+    for domain in DOMAINS:
+        sidecar = io.read_json(tmp_path / "data" / domain / "train.json")
+        assert counts[domain]["train"] == sidecar["tokens"]
+        assert prior[domain] == pytest.approx(sidecar["tokens"] / sum(c["train"] for c in counts.values()))
+    (tmp_path / "data" / "arithmetic" / "valid.json").unlink()
+    assert cli.main(argv) == 1
+    assert "domain 'arithmetic'" in capsys.readouterr().err
