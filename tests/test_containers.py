@@ -1,0 +1,212 @@
+"""The lock, the conda env, the Apptainer definition and the Containerfile describe
+the same software, and agree with pyproject.toml."""
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.conftest import REPO_DIR
+
+LOCK = REPO_DIR / "requirements.lock"
+DEF_FILE = REPO_DIR / "containers" / "regmix.def"
+CONTAINERFILE = REPO_DIR / "containers" / "Containerfile"
+CONDA_ENV = REPO_DIR / "envs" / "regmix.yaml"
+IMAGE_TAG = "localhost/regmix-pipeline-test:latest"
+
+
+def _load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock_tool = _load_module(REPO_DIR / "tools" / "lock.py", "lock_tool")
+
+
+def _pyproject():
+    return tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
+
+
+def _lock_pins():
+    return lock_tool.parse_lock(LOCK.read_text())
+
+
+def _def_sections(text):
+    """Apptainer definition: header lines and %section bodies."""
+    sections, current = {"header": []}, "header"
+    for line in text.splitlines():
+        match = re.match(r"^%(\w+)", line)
+        if match:
+            current = match.group(1)
+            sections[current] = []
+        else:
+            sections[current].append(line)
+    return {k: "\n".join(v) for k, v in sections.items()}
+
+
+def _def_base(text):
+    header = _def_sections(text)["header"]
+    bootstrap = re.search(r"^Bootstrap:\s*(\S+)", header, re.M).group(1)
+    base = re.search(r"^From:\s*(\S+)", header, re.M).group(1)
+    return bootstrap, base
+
+
+def _containerfile_base(text):
+    bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert len(bases) == 1, f"Containerfile: expected one FROM, found {bases}"
+    return bases[0]
+
+
+def _strip_registry(ref):
+    """docker.io/library/python:tag@sha -> python:tag@sha (how Apptainer's docker:// spells it)."""
+    return re.sub(r"^(docker\.io/)?(library/)?", "", ref)
+
+
+def test_lock_is_exact_and_current():
+    pins = _lock_pins()
+    assert len(pins) > 50  # the whole closure, not just the direct dependencies
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert re.fullmatch(r"[a-z0-9][a-z0-9.\-]*==[A-Za-z0-9.+!\-]+", line), line
+    # regenerating from the installed environment gives the committed files
+    proc = subprocess.run([sys.executable, str(REPO_DIR / "tools" / "lock.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lock_agrees_with_pyproject_pins():
+    pins = _lock_pins()
+    project = _pyproject()
+    declared = project["dependencies"] + [r for extra in lock_tool.LOCKED_EXTRAS for r in project["optional-dependencies"][extra]]
+    for spec in declared:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml but not in requirements.lock"
+        (exact,) = [s.version for s in req.specifier if s.operator == "=="]
+        assert pins[name] == exact, f"{req.name}: pyproject pins {exact}, lock has {pins[name]}"
+
+
+def test_lock_resolver_follows_extras_and_markers(tmp_path):
+    # lm-eval[hf] pulls transformers through the extra; a package behind an extra
+    # nobody asks for (lm-eval's vllm) stays out
+    pins = lock_tool.resolve([Requirement("lm-eval[hf]==0.4.13")])
+    assert "transformers" in pins and "accelerate" in pins
+    assert "vllm" not in pins
+    bare = lock_tool.resolve([Requirement("lm-eval==0.4.13")])
+    assert "accelerate" not in bare
+    with pytest.raises(SystemExit, match="does not satisfy"):
+        lock_tool.resolve([Requirement("numpy==0.0.1")])
+
+
+def test_conda_env_pins_exactly_the_lock():
+    env = yaml.safe_load(CONDA_ENV.read_text())
+    deps = env["dependencies"]
+    python = [d for d in deps if isinstance(d, str) and d.startswith("python")]
+    assert python == [f"python={sys.version_info.major}.{sys.version_info.minor}"]
+    (pip_section,) = [d["pip"] for d in deps if isinstance(d, dict)]
+    conda_pins = {canonicalize_name(r.split("==")[0]): r.split("==")[1] for r in pip_section}
+    assert conda_pins == _lock_pins()
+    # Snakemake runs the post-deploy script to install the project itself into the env
+    post_deploy = CONDA_ENV.with_name("regmix.post-deploy.sh").read_text()
+    assert "--no-deps" in post_deploy and "-e ." in post_deploy
+
+
+def test_both_images_install_the_lock_on_the_same_pinned_base():
+    definition, containerfile = DEF_FILE.read_text(), CONTAINERFILE.read_text()
+    bootstrap, def_base = _def_base(definition)
+    oci_base = _containerfile_base(containerfile)
+    assert bootstrap == "docker"
+    assert re.search(r"@sha256:[0-9a-f]{64}$", def_base), f"base image not pinned by digest: {def_base}"
+    assert _strip_registry(oci_base) == _strip_registry(def_base)
+    # the base's Python is the lock's Python
+    python_minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"python {python_minor}" in LOCK.read_text()
+    assert re.match(rf"python:{re.escape(python_minor)}[-.@]", _strip_registry(def_base)), def_base
+    # both install every dependency from requirements.lock and nothing pinned elsewhere
+    sections = _def_sections(definition)
+    assert "-r /opt/regmix/src/requirements.lock" in sections["post"]
+    assert "-r /opt/regmix/src/requirements.lock" in containerfile
+    assert re.search(r"^\s*requirements\.lock\s", sections["files"], re.M)
+    assert re.search(r"^COPY .*requirements\.lock", containerfile, re.M)
+    for text in (sections["post"], containerfile):
+        assert not re.search(r"\b[A-Za-z0-9_.\-]+==\d", text), "a version pinned outside requirements.lock"
+        assert "--no-deps" in text  # the project itself adds nothing to the lock
+
+
+def test_image_labels_and_config_reference_carry_the_project_version():
+    version = _pyproject()["version"]
+    sections = _def_sections(DEF_FILE.read_text())
+    assert re.search(rf"^\s*org\.opencontainers\.image\.version\s+{re.escape(version)}\s*$", sections["labels"], re.M)
+    assert f'org.opencontainers.image.version="{version}"' in CONTAINERFILE.read_text()
+    schema = yaml.safe_load((REPO_DIR / "config" / "schema.yaml").read_text())
+    assert schema["properties"]["container"]["default"].endswith(f":{version}")
+
+
+def test_images_turn_hub_offline_mode_off_and_self_test():
+    sections = _def_sections(DEF_FILE.read_text())
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        assert re.search(rf"^\s*unset\b.*\b{name}\b", sections["environment"], re.M), name
+        assert re.search(rf"\b{name}=0\b", CONTAINERFILE.read_text()), name
+    for text in (sections["test"], CONTAINERFILE.read_text()):
+        assert "containers/verify_install.py" in text
+        assert "regmix --help" in text
+
+
+def test_verify_install_accepts_this_environment():
+    script = REPO_DIR / "containers" / "verify_install.py"
+    ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "torch" in ok.stdout and "lm_eval" in ok.stdout and "regmix --help ok" in ok.stdout
+
+
+def test_verify_install_names_a_drifted_or_missing_distribution():
+    verify = _load_module(REPO_DIR / "containers" / "verify_install.py", "verify_install")
+    pins = _lock_pins()
+    assert verify.version_mismatches(pins) == []
+    drifted = {**pins, "numpy": "0.0.1", "no-such-distribution": "1.0"}
+    problems = verify.version_mismatches(drifted)
+    assert any(p.startswith("numpy: locked 0.0.1, installed ") for p in problems), problems
+    assert "no-such-distribution: locked 1.0, not installed" in problems
+    assert len(problems) == 2
+
+
+def _podman_build_skip_reason():
+    podman = shutil.which("podman")
+    if podman is None:
+        return "podman is not installed (apt-get install podman)"
+    base = _containerfile_base(CONTAINERFILE.read_text())
+    exists = subprocess.run([podman, "image", "exists", base], capture_output=True)
+    if exists.returncode != 0:
+        return f"base image {base} is not in local storage and registries cannot be reached here"
+    return None
+
+
+@pytest.mark.slow
+def test_podman_builds_the_containerfile():
+    reason = _podman_build_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cmd = [
+        "podman", "build", "--isolation=chroot", "--runtime", "runc",
+        "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+        "--pull=never", "-f", str(CONTAINERFILE), "-t", IMAGE_TAG, str(REPO_DIR),
+    ]
+    try:
+        proc = subprocess.run(["timeout", "-s", "KILL", "1800", *cmd], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # the build itself ran verify_install.py; read the label back from the image
+        label = subprocess.run(
+            ["podman", "image", "inspect", "--format", '{{index .Labels "org.opencontainers.image.version"}}', IMAGE_TAG],
+            capture_output=True, text=True,
+        )
+        assert label.stdout.strip() == _pyproject()["version"]
+    finally:
+        subprocess.run(["podman", "rmi", "-f", IMAGE_TAG], capture_output=True)
