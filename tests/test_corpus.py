@@ -162,3 +162,18 @@ def test_a_domain_without_documents_is_an_error_naming_it(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="demo domain 'code': no documents"):
         corpus.build_demo(demo_settings(), tmp_path / "empty")
     assert not (tmp_path / "empty").exists()
+
+
+def test_other_source_kinds_get_a_manifest_of_their_files(tmp_path):
+    for domain in ("alpha", "beta"):
+        for split in ("train", "valid"):
+            path = tmp_path / "data" / split / f"{domain}-0.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"text": f"{domain} {split}"}) + "\n")
+    config = validate_config({"domains": ["alpha", "beta"], "regression": {"target": "mean"},
+                              "data": {"source": {"kind": "jsonl", "path": str(tmp_path / "data")}}})
+    assert corpus.main(["--settings", json.dumps(stage_settings(config, "corpus")), "--out", str(tmp_path / "corpus")]) == 0
+    manifest = io.read_json(tmp_path / "corpus" / "manifest.json")
+    assert manifest["kind"] == "jsonl"
+    assert manifest["domains"]["beta"]["valid"] == [{"path": str(tmp_path / "data" / "valid" / "beta-0.jsonl"), "bytes": 23}]
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["manifest.json"]
