@@ -317,6 +317,9 @@ def _finish_distributed(world: int) -> None:
 
 def _save_hf(model: StackedLlama, index: int, config, tokenizer, target: Path) -> None:
     """HF checkpoint + tokenizer, renamed into place only when complete."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per tiny shard would drown the progress lines
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
