@@ -38,25 +38,50 @@ def _split_point(text: str, context_chars: int) -> int | None:
     return None
 
 
-def _choice_items(docs: list[str], domain: str, ev: dict, rng: random.Random) -> list[dict]:
-    context_chars, cont_chars, n_choices = ev["mc_context_chars"], ev["mc_continuation_chars"], ev["mc_choices"]
+def _segments(text: str, size: int) -> list[str]:
+    """Consecutive pieces of at most `size` characters, cut after whitespace where possible."""
     pieces = []
-    for text in docs:
-        pos = _split_point(text, context_chars)
+    while text.strip():
+        cut = len(text) if len(text) <= size else (text.rfind(" ", size // 2, size) + 1 or size)
+        if text[:cut].strip():
+            pieces.append(text[:cut])
+        text = text[cut:]
+    return pieces
+
+
+def _interleave(docs: list[list[str]], limit: int) -> list[tuple[int, str]]:
+    """(document number, segment) taking each document's first segment, then each second, ...
+
+    A long document cannot crowd out the others, and a domain with few held-out
+    documents (source files are long) still yields `limit` segments.
+    """
+    out = []
+    for depth in range(max(map(len, docs), default=0)):
+        out += [(d, segs[depth]) for d, segs in enumerate(docs) if depth < len(segs)]
+    return out[:limit]
+
+
+def _choice_items(segments: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict,
+                  rng: random.Random) -> list[dict]:
+    """Multiple-choice items: a segment's context, its true continuation, and continuations
+    cut from segments of *other* documents in `pool` (same domain) as distractors."""
+    def cut(text: str) -> tuple[str, str] | None:
+        pos = _split_point(text, ev["mc_context_chars"])
         if pos is None:
-            continue
-        context, continuation = text[max(0, pos - context_chars) : pos], text[pos : pos + cont_chars]
-        if context.strip() and continuation.strip():
-            pieces.append((context, continuation))
-    if len(pieces) < n_choices:
-        raise ValueError(
-            f"domain {domain!r}: only {len(pieces)} held-out documents can be cut into context and continuation; "
-            f"the multiple-choice task needs at least evaluate.mc_choices = {n_choices}"
-        )
+            return None
+        context, continuation = text[max(0, pos - ev["mc_context_chars"]) : pos], text[pos : pos + ev["mc_continuation_chars"]]
+        return (context, continuation) if context.strip() and continuation.strip() else None
+
+    candidates = [(doc, c) for doc, text in pool if (c := cut(text))]
     items = []
-    for i, (context, continuation) in enumerate(pieces):
-        others = rng.sample([j for j in range(len(pieces)) if j != i and pieces[j][1] != continuation], n_choices - 1)
-        choices = [continuation] + [pieces[j][1] for j in others]
+    for doc, text in segments:
+        if not (piece := cut(text)):
+            continue
+        context, continuation = piece
+        others = sorted({c[1] for d, c in candidates if d != doc and c[1] != continuation})
+        if len(others) < ev["mc_choices"] - 1:
+            continue
+        choices = [continuation, *rng.sample(others, ev["mc_choices"] - 1)]
         rng.shuffle(choices)
         items.append({"context": context, "choices": choices, "label": choices.index(continuation)})
     return items
@@ -119,22 +144,37 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
             raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
         rng = random.Random(f"{settings['seed']}:{domain}")
         rng.shuffle(docs)
-        # few-shot examples come from documents the test items never use (no leaked answers)
-        n_fewshot = max(2 * ev["mc_choices"], min(16, len(docs) // 5))
-        if len(docs) < n_fewshot + 2 * ev["mc_choices"]:
+        # few-shot examples come from documents that no test item uses (no leaked answers)
+        n_fewshot = max(1, len(docs) // 8)
+        if len(docs) < n_fewshot + ev["mc_choices"]:
             raise ValueError(
                 f"domain {domain!r} has {len(docs)} held-out documents; the local tasks need at least "
-                f"{n_fewshot + 2 * ev['mc_choices']} ({n_fewshot} for few-shot examples)"
+                f"{n_fewshot + ev['mc_choices']} (evaluate.mc_choices = {ev['mc_choices']} for distinct choices, "
+                f"{n_fewshot} for few-shot examples)"
             )
-        fewshot_docs, test_docs = docs[:n_fewshot], docs[n_fewshot:][: ev["docs_per_task"]]
-        texts = [{"text": t[: ev["max_doc_chars"]]} for t in test_docs]
+        size = ev["max_doc_chars"]
+        fewshot_docs = [_segments(t, size) for t in docs[:n_fewshot]]
+        test_docs = [_segments(t, size) for t in docs[n_fewshot:]]
+        segments = _interleave(test_docs, ev["docs_per_task"])
+        texts = [{"text": text} for _, text in segments]
         ppl_task = f"regmix_ppl_{domain}"
         _write_jsonl(out_dir / f"{ppl_task}.jsonl", texts)
         io.write_yaml(out_dir / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
 
         mc_task = f"regmix_mc_{domain}"
-        items = _choice_items(test_docs, domain, ev, rng)
-        shots = _choice_items(fewshot_docs, domain, ev, rng)
+        test_pool = [(d, text) for d, segs in enumerate(test_docs) for text in segs]
+        items = _choice_items(segments, test_pool, ev, rng)
+        if len(items) < min(len(segments), ev["mc_choices"]):
+            raise ValueError(
+                f"domain {domain!r}: only {len(items)} held-out segments can be cut into context and continuation "
+                f"with {ev['mc_choices'] - 1} distractors from other documents"
+            )
+        # a few-shot example shows only its true continuation, so distractors may come from anywhere
+        shot_segments = _interleave(fewshot_docs, 16)
+        shot_pool = [(-1 - d, text) for d, segs in enumerate(fewshot_docs) for text in segs] + test_pool
+        shots = _choice_items(shot_segments, shot_pool, ev, rng)
+        if not shots:
+            raise ValueError(f"domain {domain!r}: no few-shot example could be cut from {n_fewshot} held-out documents")
         _write_jsonl(out_dir / f"{mc_task}.jsonl", items)
         _write_jsonl(out_dir / f"{mc_task}.fewshot.jsonl", shots)
         io.write_yaml(
@@ -215,6 +255,10 @@ def evaluate(settings: dict, model_dir: str | Path, tasks_dir: str | Path | None
     else:
         task_manager = TaskManager()
     device = _device(ev["device"])
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(ev["threads"])
     runs, samples = {}, []
     for shots, tasks in plan.items():
         result = lm_eval.simple_evaluate(

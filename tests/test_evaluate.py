@@ -19,7 +19,7 @@ DATA = {"source": {"kind": "demo"}, "valid_fraction": 0.05, "max_undecodable_fra
 EVAL_DEFAULTS = {
     "suite": "local", "tasks": [], "num_fewshot": [0], "limit": None, "docs_per_task": 12,
     "max_doc_chars": 400, "mc_choices": 4, "mc_context_chars": 80, "mc_continuation_chars": 40,
-    "batch_size": 8, "log_samples": False, "device": "cpu",
+    "batch_size": 8, "log_samples": False, "device": "cpu", "threads": 1,
 }
 
 
@@ -81,8 +81,8 @@ def test_make_tasks_writes_perplexity_and_choice_tasks(tmp_path):
     assert data.is_absolute() and spec["output_type"] == "loglikelihood_rolling"
     texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
     assert len(texts) == 12 and all(len(t) <= 400 for t in texts)
-    held_out = {json.loads(line)["text"][:400] for line in (corpus / "numbers" / "valid.jsonl").read_text().splitlines()}
-    assert set(texts) <= held_out
+    held_out = [json.loads(line)["text"] for line in (corpus / "numbers" / "valid.jsonl").read_text().splitlines()]
+    assert all(any(t in doc for doc in held_out) for t in texts)
 
     mc = yaml.safe_load((tmp_path / "tasks" / "regmix_mc_prose.yaml").read_text())
     items = [json.loads(line) for line in Path(mc["dataset_kwargs"]["data_files"]["test"]).read_text().splitlines()]
@@ -91,8 +91,11 @@ def test_make_tasks_writes_perplexity_and_choice_tasks(tmp_path):
     for item in items:
         assert len(item["choices"]) == 4 and len(set(item["choices"])) == 4
         truth = item["choices"][item["label"]]
-        # the labelled choice really continues the context in one held-out document
-        assert any(item["context"] + truth in doc for doc in docs)
+        # the labelled choice really continues the context in one held-out document ...
+        source = [doc for doc in docs if item["context"] + truth in doc]
+        assert source
+        # ... and the distractors come from other documents
+        assert not [c for c in item["choices"] if c != truth and c in source[0]]
     # few-shot examples never share a context with a test item
     assert not {s["context"] for s in shots} & {i["context"] for i in items}
     labels = [i["label"] for i in items]
@@ -116,9 +119,25 @@ def test_make_tasks_names_a_domain_without_documents(tmp_path):
 
 
 def test_make_tasks_names_a_domain_with_too_few_documents(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", n_docs=9)
-    with pytest.raises(ValueError, match="'prose'.*9 held-out"):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=4)
+    with pytest.raises(ValueError, match="'prose' has 4 held-out"):
         ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+
+
+def test_few_long_documents_still_fill_a_task(tmp_path):
+    """Source files are long and few: tasks use several segments of each, interleaved."""
+    corpus = write_corpus(tmp_path / "corpus", n_docs=6)
+    for domain in DOMAINS:  # six documents of ~3000 characters each
+        path = corpus / domain / "valid.jsonl"
+        docs = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({"text": " ".join([d] * 8)}) + "\n" for d in docs))
+    index = ev.make_tasks(settings(docs_per_task=12), corpus, tmp_path / "tasks")
+    assert index["documents"]["regmix_ppl_prose"] == 12
+    assert index["documents"]["regmix_mc_prose"] == 12
+    texts = [json.loads(line)["text"] for line in (tmp_path / "tasks/regmix_ppl_prose.jsonl").read_text().splitlines()]
+    docs = [json.loads(line)["text"] for line in (corpus / "prose/valid.jsonl").read_text().splitlines()]
+    used = {next(i for i, d in enumerate(docs) if t in d) for t in texts}
+    assert len(used) == 5  # every document but the one kept for few-shot examples
 
 
 def test_evaluate_runs_lm_eval_and_merges_shot_counts(tmp_path, tiny_model):
