@@ -38,6 +38,7 @@ class DryRunJob:
     resources: dict[str, str] = field(default_factory=dict)
     wildcards: dict[str, str] = field(default_factory=dict)
     shell: str = ""
+    reason: str = ""
     group: str | None = None
 
 
@@ -50,8 +51,8 @@ def _pairs(text: str) -> dict[str, str]:
 
 
 def parse_dry_run(output: str) -> list[DryRunJob]:
-    """Every job of `snakemake -n` output, with its resources, wildcards and shell command
-    (the command follows the job as a `Shell command:` line with -p)."""
+    """Every job of `snakemake -n` output, with its resources, wildcards, reason and shell
+    command (the command follows the job as a `Shell command:` line with -p)."""
     jobs: list[DryRunJob] = []
     group = None
     for line in output.splitlines():
@@ -71,6 +72,8 @@ def parse_dry_run(output: str) -> list[DryRunJob]:
             jobs[-1].resources = _pairs(stripped[len("resources: ") :])
         elif stripped.startswith("wildcards: "):
             jobs[-1].wildcards = _pairs(stripped[len("wildcards: ") :])
+        elif stripped.startswith("reason: "):
+            jobs[-1].reason = stripped[len("reason: ") :]
         elif stripped.startswith("Shell command: "):
             jobs[-1].shell = stripped[len("Shell command: ") :]
     return jobs
