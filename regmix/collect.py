@@ -346,7 +346,7 @@ def gather_tables(settings: dict, results: str | Path,
     model_dir = read.results / "regression"
     read.path("regression/model.pkl")
     frame = pd.DataFrame([candidate_weights[c] for c in settings["candidates"]], columns=domains)
-    predicted = regressor_loader(model_dir).predict(frame)
+    predicted = regressor_loader(model_dir).predict_frame(frame, "candidates")
     t["candidate_predictions"] = [
         {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted)
     ]
@@ -390,7 +390,7 @@ VIEWS = {
 }
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
+def replace_dir(tmp: Path, target: Path) -> None:
     """Swap a freshly written directory into place (the old one goes only after)."""
     old = target.with_name(f".{target.name}.old")
     if old.exists():
@@ -442,7 +442,7 @@ def build_database(settings: dict, results: str | Path, out: str | Path, parquet
         finally:
             con.close()
         if parquet_dir is not None:
-            _replace_dir(staging, parquet_dir)
+            replace_dir(staging, parquet_dir)
     return {name: len(frame) for name, frame in tables.items()}
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 from regmix import io, sources
+from regmix.collect import replace_dir
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -134,9 +137,24 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> dict:
     """Write local lm-eval tasks and `tasks.json`; return the index."""
-    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir).resolve()
     ev = settings["evaluate"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # written to a staging folder and swapped in whole, so a failure leaves no partial suite;
+    # the YAML files already name the final paths
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    staging.chmod(0o755)
+    try:
+        index = _write_tasks(settings, corpus_dir, out_dir, staging)
+    except BaseException:
+        shutil.rmtree(staging)
+        raise
+    replace_dir(staging, out_dir)
+    return index
+
+
+def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path) -> dict:
+    ev = settings["evaluate"]
     index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}}
     for domain in settings["domains"]:
         docs = [t for t in sources.iter_documents(settings, corpus_dir, domain, "valid") if t.strip()]
@@ -158,8 +176,8 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
         segments = _interleave(test_docs, ev["docs_per_task"])
         texts = [{"text": text} for _, text in segments]
         ppl_task = f"regmix_ppl_{domain}"
-        _write_jsonl(out_dir / f"{ppl_task}.jsonl", texts)
-        io.write_yaml(out_dir / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
+        _write_jsonl(staging / f"{ppl_task}.jsonl", texts)
+        io.write_yaml(staging / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
 
         mc_task = f"regmix_mc_{domain}"
         test_pool = [(d, text) for d, segs in enumerate(test_docs) for text in segs]
@@ -175,10 +193,10 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
         shots = _choice_items(shot_segments, shot_pool, ev, rng)
         if not shots:
             raise ValueError(f"domain {domain!r}: no few-shot example could be cut from {n_fewshot} held-out documents")
-        _write_jsonl(out_dir / f"{mc_task}.jsonl", items)
-        _write_jsonl(out_dir / f"{mc_task}.fewshot.jsonl", shots)
+        _write_jsonl(staging / f"{mc_task}.jsonl", items)
+        _write_jsonl(staging / f"{mc_task}.fewshot.jsonl", shots)
         io.write_yaml(
-            out_dir / f"{mc_task}.yaml",
+            staging / f"{mc_task}.yaml",
             _choice_yaml(mc_task, out_dir / f"{mc_task}.jsonl", out_dir / f"{mc_task}.fewshot.jsonl"),
         )
         for task, kind, n in ((ppl_task, PERPLEXITY, len(texts)), (mc_task, MULTIPLE_CHOICE, len(items))):
@@ -187,7 +205,7 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
             index["domains"][task] = domain
             index["documents"][task] = n
     index["provenance"] = io.provenance(settings, [corpus_dir])
-    io.write_json(out_dir / TASKS_INDEX, index)
+    io.write_json(staging / TASKS_INDEX, index)
     return index
 
 

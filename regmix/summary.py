@@ -108,8 +108,10 @@ def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict
             ),
         ]
     if cv:
-        parts += ["", "## Regression cross-validation (held-out folds)", "",
-                  _markdown_table(["metric", "value"], [[k, _fmt(v)] for k, v in cv.items()])]
+        parts += ["", "## Regression cross-validation (held-out folds; Spearman and Pearson x100)", "",
+                  _markdown_table(["metric", "value", "95% bootstrap CI"],
+                                  [[name, _fmt(v.get("value")), f"{_fmt(v.get('ci_low'))} .. {_fmt(v.get('ci_high'))}"]
+                                   for name, v in cv.items()])]
     parts += [
         "",
         "## Provenance",
@@ -128,7 +130,11 @@ def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str |
     table, task_columns = summary_table(db, settings["candidates"])
     shots = sorted(_query(db, "SELECT DISTINCT shots FROM eval_results")["shots"].astype(int))
     cv_rows = _query(db, "SELECT key, value FROM regression_cv WHERE value IS NOT NULL")
-    cv = {k: v for k, v in zip(cv_rows["key"], cv_rows["value"]) if k.split(".")[-1] in ("spearman", "pearson", "rmse")}
+    cv: dict[str, dict[str, float]] = {}
+    for key, value in zip(cv_rows["key"], cv_rows["value"]):
+        name, _, part = key.partition(".")  # regression writes {metric: {value, ci_low, ci_high}}
+        if name in ("spearman", "pearson", "rmse"):
+            cv.setdefault(name, {})[part or "value"] = value
     record = io.provenance(settings, [db])
     io.write_text(out_md, render_markdown(table, task_columns, settings, db, shots, cv, record))
     io.write_text(out_csv, table.to_csv(index=False))

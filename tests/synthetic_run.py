@@ -38,7 +38,7 @@ def settings() -> dict:
 class LinearRegressor:
     """Stands in for regmix.regression's model: predicted target = 3 - weight on b."""
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_frame(self, frame: pd.DataFrame, where: str = "mixtures") -> np.ndarray:
         assert list(frame.columns) == DOMAINS, frame.columns
         return 3.0 - frame[TARGET].to_numpy()
 
@@ -102,10 +102,16 @@ def write_run(root: Path, *, with_topk: bool = True) -> Path:
         losses = _losses(weights, 0.5)
         put(f"proxies/{mix}/losses.json", json.dumps({"mix_id": mix, "weights": weights, "val_loss": losses, **_run_meta(i, 50)}))
         _train_log(root / f"proxies/{mix}/train_log.jsonl", 50, losses)
-    put("regression/cv.json", json.dumps({"target": TARGET, "regressor": "lightgbm", "folds": 3,
-                                          "spearman": 0.9, "pearson": 0.95, "rmse": 0.01}))
-    put("regression/settings.json", json.dumps({"target": TARGET, "regressor": "lightgbm", "params": {"num_leaves": 4}}))
-    put("regression/cv_predictions.csv", "index,true,predicted\n0,3.1,3.05\n1,2.9,2.95\n2,2.7,2.72\n3,3.0,2.9\n")
+    # the shapes regmix.regression writes: metrics x100 with bootstrap CIs
+    put("regression/cv.json", json.dumps({
+        "regressor": "lightgbm", "target": TARGET, "folds": 3, "rows": 4, "n": 4, "bootstrap": 1000,
+        "spearman": {"value": 90.0, "ci_low": 70.0, "ci_high": 98.0},
+        "pearson": {"value": 95.0, "ci_low": 80.0, "ci_high": 99.0},
+        "rmse": {"value": 0.01, "ci_low": 0.005, "ci_high": 0.02}}))
+    put("regression/settings.json", json.dumps({"target": TARGET, "regressor": "lightgbm", "cv_folds": 3,
+                                                "hyperparameters": {"num_leaves": 4}}))
+    put("regression/cv_predictions.csv",
+        "index,fold,true,predicted\n0,0,3.1,3.05\n1,1,2.9,2.95\n2,2,2.7,2.72\n3,0,3.0,2.9\n")
     put("regression/model.pkl", "not a real pickle: tests load LinearRegressor instead")
     put("chosen/regmix.yaml", yaml.safe_dump({"weights": CANDIDATE_WEIGHTS["regmix"], "predicted_target": 2.3,
                                               "epochs": {"a": 0.5, "b": 2.0, "c": 0.1}}))

@@ -62,7 +62,7 @@ def test_database_tables_hold_every_number(tmp_path):
     assert loss == pytest.approx(json.loads((results / "proxies/mix_0004/losses.json").read_text())["val_loss"]["a"])
     seed, tokens = con.execute("SELECT seed, tokens_seen FROM proxy_runs WHERE mix_id = 'mix_0005'").fetchone()
     assert (seed, tokens) == (5, 50 * 2048)
-    assert con.execute("SELECT value FROM regression_cv WHERE key = 'spearman'").fetchone()[0] == pytest.approx(0.9)
+    assert con.execute("SELECT value FROM regression_cv WHERE key = 'spearman.value'").fetchone()[0] == pytest.approx(90)
     assert con.execute("SELECT count(*) FROM regression_cv_predictions").fetchone()[0] == 4
     assert con.execute("SELECT weight FROM chosen_mixture WHERE domain = 'b'").fetchone()[0] == pytest.approx(0.7)
     row = con.execute("SELECT value, stderr, higher_is_better, is_primary FROM eval_results WHERE candidate = 'uniform'"
@@ -128,3 +128,21 @@ def test_a_mixture_with_an_unknown_domain_is_named(tmp_path):
     (results / "candidates/heavy_c.yaml").write_text("name: heavy_c\nweights: {a: 0.5, z: 0.5}\n")
     with pytest.raises(ValueError, match=r"heavy_c.yaml.*\['z'\]"):
         collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+
+
+def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
+    """With the real regmix.regression model: a linear fit of proxy losses on the weights."""
+    regression = pytest.importorskip("regmix.regression")
+    results = run.write_run(tmp_path / "results")
+    paths = [results / f"proxies/{m}/losses.json" for m in run.MIX_IDS]
+    collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
+    weights, losses = pd.read_csv(tmp_path / "m.csv", index_col="index"), pd.read_csv(tmp_path / "l.csv", index_col="index")
+    model = regression.fit_model(weights, losses, run.TARGET, "linear", folds=3, seed=0)
+    (results / "regression/model.pkl").unlink()
+    regression.save_model(model, results / "regression")
+    collect.build_database(run.settings(), results, results / "regmix.duckdb")
+    con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
+    predicted = dict(con.execute("SELECT candidate, predicted_target FROM candidate_predictions").fetchall())
+    # synthetic proxy losses are exactly 3.7 - 0.9 * weight on each domain: a linear fit recovers it
+    for cand, w in run.CANDIDATE_WEIGHTS.items():
+        assert predicted[cand] == pytest.approx(3.7 - 0.9 * w[run.TARGET], abs=1e-6)

@@ -115,7 +115,17 @@ def test_make_tasks_names_a_domain_without_documents(tmp_path):
     (corpus / "numbers" / "valid.jsonl").write_text("")
     with pytest.raises(ValueError, match="'numbers'"):
         ev.make_tasks(settings(), corpus, tmp_path / "tasks")
-    assert not (tmp_path / "tasks" / "tasks.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # no partial suite, no staging left
+
+
+def test_make_tasks_replaces_an_old_suite_whole(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "regmix_ppl_gone.yaml").write_text("task: regmix_ppl_gone\n")
+    ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+    assert not (tmp_path / "tasks" / "regmix_ppl_gone.yaml").exists()
+    spec = yaml.safe_load((tmp_path / "tasks" / "regmix_mc_prose.yaml").read_text())
+    assert Path(spec["dataset_kwargs"]["data_files"]["fewshot"]) == (tmp_path / "tasks" / "regmix_mc_prose.fewshot.jsonl").resolve()
 
 
 def test_make_tasks_names_a_domain_with_too_few_documents(tmp_path):

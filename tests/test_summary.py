@@ -37,7 +37,7 @@ def test_summary_ranks_candidates_on_target_and_tasks(tmp_path, database):
     lines = [line for line in md.splitlines() if line.startswith("| 1 |")]
     assert lines and "`regmix`" in lines[0] and "2.5700" in lines[0] and "2.3000" in lines[0]
     assert "mean over 0, 1-shot runs" in md
-    assert "| spearman | 0.9000 |" in md
+    assert "| spearman | 90.0000 | 70.0000 .. 98.0000 |" in md
     sidecar = json.loads((tmp_path / "summary.provenance.json").read_text())
     assert sidecar["settings"] == run.settings() and str(database) in sidecar["inputs"]
 
