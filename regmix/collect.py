@@ -177,11 +177,20 @@ def _run_row(key: str, name: str, data: dict, where: str) -> dict:
     missing = [f for f in RUN_FIELDS if f not in data]
     if missing:
         raise ValueError(f"{where}: missing run metadata {missing}")
-    return {key: name, **{f: data[f] for f in RUN_FIELDS}, "model": json.dumps(data.get("model", {}), sort_keys=True)}
+    return {
+        key: name, **{f: data[f] for f in RUN_FIELDS},
+        # recorded by the trainer but not required of every writer of losses.json
+        **{f: data.get(f) for f in ("train_loss", "device", "world_size")},
+        "model": json.dumps(data.get("model", {}), sort_keys=True),
+    }
 
 
-def _log_tables(key: str, name: str, records: list[dict], where: str) -> tuple[list[dict], list[dict]]:
-    """Split a train_log.jsonl into training rows and (step, domain, loss) validation rows."""
+def _log_tables(key: str, name: str, records: list[dict], where: str, final: dict) -> tuple[list[dict], list[dict]]:
+    """Split a train_log.jsonl into training rows and (step, domain, loss) validation rows.
+
+    The final validation lives in losses.json (`final`), not in the log: it is added as
+    the last validation step so curves end where the reported loss is.
+    """
     train, valid = [], []
     for number, rec in enumerate(records, 1):
         if "step" not in rec:
@@ -194,7 +203,11 @@ def _log_tables(key: str, name: str, records: list[dict], where: str) -> tuple[l
                 "lr": float(rec["lr"]) if rec.get("lr") is not None else None,
                 "tokens_per_second": float(rec["tokens_per_second"]) if rec.get("tokens_per_second") is not None else None,
                 "tokens_seen": int(rec["tokens_seen"]) if rec.get("tokens_seen") is not None else None,
+                "grad_norm": float(rec["grad_norm"]) if rec.get("grad_norm") is not None else None,
+                "elapsed": float(rec["elapsed"]) if rec.get("elapsed") is not None else None,
             })
+    if not any(row["step"] == final["steps"] for row in valid):
+        valid += [{key: name, "step": final["steps"], "domain": d, "loss": float(v)} for d, v in final["val_loss"].items()]
     return train, valid
 
 
@@ -255,8 +268,8 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
 # never validated mid-training, say) still has its columns.
 _F, _I, _S, _B = "float64", "Int64", "string", "boolean"
 _RUN = {"seed": _I, "steps": _I, "tokens_seen": _I, "seconds": _F, "tokens_per_second": _F,
-        "code_version": _S, "config_fingerprint": _S, "model": _S}
-_TRAIN_LOG = {"step": _I, "loss": _F, "lr": _F, "tokens_per_second": _F, "tokens_seen": _I}
+        "code_version": _S, "config_fingerprint": _S, "train_loss": _F, "device": _S, "world_size": _I, "model": _S}
+_TRAIN_LOG = {"step": _I, "loss": _F, "lr": _F, "tokens_per_second": _F, "tokens_seen": _I, "grad_norm": _F, "elapsed": _F}
 ROW_TABLES: dict[str, dict[str, str]] = {
     "prior": {"domain": _S, "weight": _F},
     "token_counts": {"domain": _S, "split": _S, "tokens": _I},
@@ -301,7 +314,8 @@ def gather_tables(settings: dict, results: str | Path,
         data = read.json(where)
         t["proxy_losses"] += [{"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, domains, where).items()]
         t["proxy_runs"].append(_run_row("mix_id", mix, data, where))
-        train, valid = _log_tables("mix_id", mix, read.jsonl(f"proxies/{mix}/train_log.jsonl"), f"proxies/{mix}/train_log.jsonl")
+        train, valid = _log_tables("mix_id", mix, read.jsonl(f"proxies/{mix}/train_log.jsonl"),
+                                   f"proxies/{mix}/train_log.jsonl", data)
         t["proxy_train_log"] += train
         t["proxy_val_log"] += valid
 
@@ -337,7 +351,8 @@ def gather_tables(settings: dict, results: str | Path,
         losses = _val_losses(data, domains, where)
         t["large_losses"] += [{"candidate": cand, "domain": d, "loss": v} for d, v in losses.items()]
         t["large_runs"].append({**_run_row("candidate", cand, data, where), "achieved_target": _target(losses, target)})
-        train, valid = _log_tables("candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"), f"large/{cand}/train_log.jsonl")
+        train, valid = _log_tables("candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"),
+                                   f"large/{cand}/train_log.jsonl", data)
         t["large_train_log"] += train
         t["large_val_log"] += valid
         where = f"eval/{cand}.json"

@@ -54,7 +54,7 @@ def test_database_tables_hold_every_number(tmp_path):
     assert counts["proxy_losses"] == len(run.MIX_IDS) * len(run.DOMAINS)
     assert counts["proxy_runs"] == len(run.MIX_IDS)
     assert counts["large_train_log"] == len(run.CANDIDATES) * 10
-    assert counts["large_val_log"] == len(run.CANDIDATES) * len(run.DOMAINS)
+    assert counts["large_val_log"] == len(run.CANDIDATES) * len(run.DOMAINS) * 2  # mid-way + final
     # per candidate: mc (acc, acc_norm) x 2 shot counts + ppl (3 metrics) at 0 shots
     assert counts["eval_results"] == len(run.CANDIDATES) * (2 * 2 + 3)
     con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
@@ -71,6 +71,10 @@ def test_database_tables_hold_every_number(tmp_path):
     # lm-eval's "N/A" stderr becomes NULL, not a string
     assert con.execute("SELECT stderr FROM eval_results WHERE metric = 'bits_per_byte' LIMIT 1").fetchone()[0] is None
     assert con.execute("SELECT count(*) FROM topk").fetchone()[0] == 2
+    # validation curves end at the loss that losses.json reports
+    curve = con.execute("SELECT step, loss FROM large_val_log WHERE candidate = 'prior' AND domain = 'b' ORDER BY step").fetchall()
+    final = json.loads((results / "large/prior/losses.json").read_text())["val_loss"]["b"]
+    assert curve == [(50, pytest.approx(final + 0.4)), (100, pytest.approx(final))]
 
 
 def test_views_rank_candidates(tmp_path):
