@@ -88,6 +88,38 @@ def validate(model: StackedLlama, windows: dict[str, np.ndarray], micro: int, de
     return out
 
 
+def make_optimizer(model: StackedLlama, hp: dict) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices and embeddings, none on RMSNorm weights."""
+    matrices = [p for p in model.parameters() if p.dim() >= 3]
+    vectors = [p for p in model.parameters() if p.dim() < 3]
+    return torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": hp["weight_decay"]}, {"params": vectors, "weight_decay": 0.0}],
+        lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=1e-8, fused=next(model.parameters()).is_cuda or None,
+    )
+
+
+def accumulate_gradients(step_model, windows: np.ndarray, micro: int, device, dtype, world: int = 1) -> torch.Tensor:
+    """Forward and backward over this process's windows [K, B, T+1] in micro-batches; the
+    gradients are those of the mean loss over all B (and over processes, by DDP). Returns
+    the mean training loss per model [K] on the CPU."""
+    k, batch = windows.shape[:2]
+    accum = batch // micro
+    step_loss = torch.zeros(k, device=device)
+    for m in range(accum):
+        chunk = torch.from_numpy(np.ascontiguousarray(windows[:, m * micro : (m + 1) * micro])).to(device, non_blocking=True)
+        # DDP: all-reduce the gradients once, after the last micro-batch
+        sync = contextlib.nullcontext() if world == 1 or m == accum - 1 else step_model.no_sync()
+        with sync:
+            with _autocast(device, dtype):
+                loss = step_model(chunk)
+            (loss.sum() * (micro / batch)).backward()
+        step_loss += loss.detach().float() * (micro / batch)
+    if world > 1:
+        torch.distributed.all_reduce(step_loss)
+        step_loss /= world
+    return step_loss.cpu()
+
+
 class _Log:
     """Append-only JSON lines in the state dir, truncated to the resumed step on restart."""
 
@@ -170,12 +202,7 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     batches = MixtureBatches(data_dir, domains, [m[1] for m in mixtures], seq_len, global_batch, seed)
 
     model = StackedLlama(arch, k, seed=seed).to(device)
-    matrices = [p for p in model.parameters() if p.dim() >= 3]
-    vectors = [p for p in model.parameters() if p.dim() < 3]  # RMSNorm weights: no decay
-    optimizer = torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": hp["weight_decay"]}, {"params": vectors, "weight_decay": 0.0}],
-        lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=1e-8,
-    )
+    optimizer = make_optimizer(model, hp)
     prints = [run_fingerprint(settings, stage, m[1]) for m in mixtures]
     start_step, elapsed_before = 0, 0.0
     resume = checkpoint.latest_common_step(out_dirs)
@@ -199,7 +226,6 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
 
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     params = list(model.parameters())
-    accum = local_batch // micro
     tokens_per_step = k * global_batch * seq_len
     label = ids[0] if k == 1 else f"{ids[0]}..{ids[-1]} (K={k})"
     train_seconds, steps_timed = 0.0, 0
@@ -222,19 +248,7 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
             for group in optimizer.param_groups:
                 group["lr"] = lr
             windows = batches.batch(step)[:, rank * local_batch : (rank + 1) * local_batch]
-            step_loss = torch.zeros(k, device=device)
-            for m in range(accum):
-                chunk = torch.from_numpy(np.ascontiguousarray(windows[:, m * micro : (m + 1) * micro])).to(device, non_blocking=True)
-                sync = contextlib.nullcontext() if world == 1 or m == accum - 1 else step_model.no_sync()
-                with sync:
-                    with _autocast(device, dtype):
-                        loss = step_model(chunk)
-                    (loss.sum() * (micro / local_batch)).backward()
-                step_loss += loss.detach() * (micro / local_batch)
-            if world > 1:
-                torch.distributed.all_reduce(step_loss)
-                step_loss /= world
-            losses = step_loss.float().cpu()
+            losses = accumulate_gradients(step_model, windows, micro, device, dtype, world)
             if not torch.isfinite(losses).all():
                 bad = [ids[i] for i in range(k) if not math.isfinite(losses[i])]
                 raise ValueError(f"non-finite training loss at step {step + 1} for {bad}: {losses.tolist()}")
