@@ -73,7 +73,7 @@ rule archive:
         f"{R}/archive/regmix-run.tar.gz",
     params:
         settings=settings("archive"),
-        configs=" ".join(dict.fromkeys([*workflow.configfiles, "config/schema.yaml", "config/models.yaml"])),
+        configs=" ".join(dict.fromkeys([*map(str, workflow.configfiles), "config/schema.yaml", "config/models.yaml"])),
     log:
         f"{R}/logs/archive.log",
     shell:
