@@ -14,8 +14,11 @@ seeded hash, and each domain is capped at `data.demo_max_bytes_per_domain`.
 Python files are split between `code` and `docstrings` by a hash of their path, so the
 two domains never share a file.
 
-For the other source kinds `regmix corpus` writes only the manifest: their documents are
-read in place by `regmix.sources.iter_documents`.
+For the other source kinds `regmix corpus` writes only the manifest (their documents are
+read in place by `regmix.sources.iter_documents`), except a huggingface source with
+`materialize: true`, which it reads once into R/corpus/<domain>/<split>.jsonl.zst so that
+the per-domain jobs after it do not each read the whole dataset. `corpus_outputs(config)`
+lists what it writes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import random
 import sys
 import sysconfig
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -380,6 +384,59 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
+def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
+    """Read a many-domain dataset once into R/corpus/<domain>/<split>.jsonl.zst.
+
+    Every file is written under a temporary name and renamed only after the whole
+    dataset was read and every domain split got documents.
+    """
+    import zstandard
+
+    source, domains = settings["data"]["source"], settings["domains"]
+    out_dir = Path(out_dir)
+    temps: dict[tuple[str, str], tuple[Path, object]] = {}
+    counts = {d: {"documents": dict.fromkeys(sources.SPLITS, 0), "bytes": dict.fromkeys(sources.SPLITS, 0)} for d in domains}
+    try:
+        for domain in domains:
+            for split in sources.SPLITS:
+                final = sources.corpus_file(out_dir, source, domain, split)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+                writer = zstandard.ZstdCompressor(level=3).stream_writer(os.fdopen(fd, "wb"), closefd=True)
+                temps[(domain, split)] = (Path(tmp), writer)
+        read_splits = ("train",) if source["valid_split"] is None else sources.SPLITS
+        for read_split in read_splits:
+            for domain, split, text in sources.iter_all_domains(settings, read_split):
+                temps[(domain, split)][1].write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
+                counts[domain]["documents"][split] += 1
+                counts[domain]["bytes"][split] += len(text.encode("utf-8"))
+        for (domain, split), (tmp, writer) in temps.items():
+            writer.close()
+        manifest = {"kind": "huggingface", "materialized": True, "seed": settings["seed"], "source": source, "domains": {}}
+        for (domain, split), (tmp, _) in temps.items():
+            final = sources.corpus_file(out_dir, source, domain, split)
+            os.replace(tmp, final)
+            entry = manifest["domains"].setdefault(domain, {**counts[domain], "files": {}})
+            entry["files"][split] = {"path": f"{domain}/{final.name}", "sha256": io.sha256_file(final)}
+    finally:
+        for tmp, writer in temps.values():
+            if not writer.closed:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+    io.write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def corpus_outputs(config: dict) -> list[str]:
+    """Files `regmix corpus` writes for this config (the corpus rule's outputs)."""
+    source = config["data"]["source"]
+    corpus_dir = Path(config["results_dir"]) / "corpus"
+    files = [str(corpus_dir / "manifest.json")]
+    if source["kind"] == "demo" or (source["kind"] == "huggingface" and source["materialize"]):
+        files += [str(sources.corpus_file(corpus_dir, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS]
+    return files
+
+
 def describe_source(settings: dict, out_dir: str | Path) -> dict:
     """Manifest for a source read in place: its settings and local files (with sizes)."""
     config_like = {"data": settings["data"], "results_dir": str(Path(out_dir).parent)}
@@ -399,7 +456,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="corpus folder (R/corpus)")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
-    if settings["data"]["source"]["kind"] == "demo":
+    source = settings["data"]["source"]
+    if source["kind"] == "huggingface" and source["materialize"]:
+        manifest = materialize_dataset(settings, args.out)
+        for domain, entry in manifest["domains"].items():
+            print(f"{domain:20s} train {entry['documents']['train']:9d} docs   valid {entry['documents']['valid']:7d} docs")
+    elif source["kind"] == "demo":
         manifest = build_demo(settings, args.out)
         for domain, entry in manifest["domains"].items():
             print(f"{domain:12s} train {entry['documents']['train']:6d} docs {entry['bytes']['train']:>10,d} B   "

@@ -11,7 +11,9 @@ Kinds (keys in config/schema.yaml under data.source):
   demo         R/corpus/<domain>/<split>.jsonl written by `regmix corpus`
   jsonl        <path>/<train_dir>/<domain>-N.jsonl[.gz|.zst] (RegMix's layout)
   huggingface  `datasets.load_dataset` (hub name, local folder, or json/parquet loader
-               with data_files) whose `domain_column` names each row's domain
+               with data_files) whose `domain_column` names each row's domain; with
+               `materialize`, `regmix corpus` reads it once and writes
+               R/corpus/<domain>/<split>.jsonl.zst, which every later reader uses
   parquet      per-domain globs of Parquet files with a text column
   text         per-domain globs of plain text files (a document per file or per line)
 """
@@ -38,7 +40,7 @@ KIND_KEYS: dict[str, set[str]] = {
     "jsonl": {"path", "train_dir", "valid_dir", "text_field"},
     "huggingface": {
         "name_or_path", "config_name", "data_files", "train_split", "valid_split",
-        "text_column", "domain_column", "domain_map", "streaming",
+        "text_column", "domain_column", "domain_map", "streaming", "materialize",
     },
     "parquet": {"files", "text_column"},
     "text": {"files", "text_unit"},
@@ -178,6 +180,13 @@ def _check_jsonl_layout(source: dict, domains: list[str]) -> None:
 
 # --------------------------------------------------------------------------- files
 
+def corpus_file(corpus_dir: str | Path, source: dict, domain: str, split: str) -> Path:
+    """Where `regmix corpus` writes a domain split (demo, or a materialized dataset)."""
+    name = f"{split}.jsonl" if source["kind"] == "demo" else f"{split}.jsonl.zst"
+    return Path(corpus_dir) / domain / name
+
+
+
 def jsonl_files(source: dict, domain: str, split: str) -> list[str]:
     """The JSON-lines files of one domain split, matched exactly on the domain name."""
     dirs = _split_dirs(source)
@@ -200,8 +209,8 @@ def input_files(config: dict, domain: str, split: str) -> list[str]:
     _check_split(split)
     source = config["data"]["source"]
     kind = source["kind"]
-    if kind == "demo":
-        return [str(Path(config["results_dir"]) / "corpus" / domain / f"{split}.jsonl")]
+    if kind == "demo" or (kind == "huggingface" and source["materialize"]):
+        return [str(corpus_file(Path(config["results_dir"]) / "corpus", source, domain, split))]
     if kind == "jsonl":
         return jsonl_files(source, domain, split)
     if kind in ("parquet", "text"):
@@ -279,10 +288,10 @@ def iter_documents(
 def _records(source: dict, corpus_dir, domain: str, split: str, stats: ReadStats):
     """(record iterator, whether the split comes from hashing the train documents)."""
     kind = source["kind"]
-    if kind == "demo":
+    if kind == "demo" or (kind == "huggingface" and source["materialize"]):
         if corpus_dir is None:
-            raise ValueError("the demo source reads the corpus folder: pass corpus_dir")
-        path = Path(corpus_dir) / domain / f"{split}.jsonl"
+            raise ValueError(f"the {kind} source reads the corpus folder: pass corpus_dir")
+        path = corpus_file(corpus_dir, source, domain, split)
         if not path.is_file():
             raise ValueError(f"domain {domain!r} split {split!r}: corpus file {str(path)!r} does not exist")
         stats.sources.append(str(path))
@@ -387,11 +396,11 @@ def _parquet_records(files: list[str], text_column: str):
             row += len(texts)
 
 
-def _huggingface_records(source: dict, domain: str, split: str):
-    """Rows of the configured split whose domain column maps to `domain`.
+def _huggingface_batches(source: dict, split: str):
+    """(domain values, texts, first row, dataset name) per Arrow batch of one split.
 
-    Batches are filtered in Arrow before any text becomes a Python string, so a job
-    that wants one domain of a many-domain dataset only converts that domain's rows.
+    Every value of the domain column must be in `domain_map`, so no row is dropped
+    without the config saying so.
     """
     import datasets
     import pyarrow.compute as pc
@@ -401,8 +410,6 @@ def _huggingface_records(source: dict, domain: str, split: str):
         source["name_or_path"], source["config_name"], data_files=source["data_files"],
         split=hf_split, streaming=source["streaming"],
     )
-    domain_map = source["domain_map"]
-    wanted = [value for value, d in domain_map.items() if d == domain]
     name = f"{source['name_or_path']}[{hf_split}]"
     row = 0
     for table in dataset.with_format("arrow").iter(batch_size=_ARROW_BATCH_ROWS):
@@ -411,19 +418,80 @@ def _huggingface_records(source: dict, domain: str, split: str):
             texts = _arrow_column(table, source["text_column"])
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(
-                f"domain {domain!r}: {name} has no column {source['domain_column']!r} / {source['text_column']!r} "
+                f"{name} has no column {source['domain_column']!r} / {source['text_column']!r} "
                 f"(columns: {table.column_names}): {err}"
             ) from None
-        unmapped = sorted(set(map(str, pc.unique(values).to_pylist())) - set(domain_map))
+        unmapped = sorted(set(map(str, pc.unique(values).to_pylist())) - set(source["domain_map"]))
         if unmapped:
             raise ValueError(
                 f"{name}: domain column value(s) {unmapped} are not in data.source.domain_map "
                 "(map them to a domain, or to null to exclude them on purpose)"
             )
-        mask = pc.is_in(values, value_set=_string_array(wanted))
+        yield values, texts, row, name
+        row += table.num_rows
+
+
+def _huggingface_records(source: dict, domain: str, split: str):
+    """Rows of the configured split whose domain column maps to `domain`.
+
+    Batches are filtered in Arrow before any text becomes a Python string, so a job
+    that wants one domain of a many-domain dataset only converts that domain's rows.
+    """
+    import pyarrow.compute as pc
+
+    wanted = _string_array([value for value, d in source["domain_map"].items() if d == domain])
+    for values, texts, row, name in _huggingface_batches(source, split):
+        mask = pc.is_in(values, value_set=wanted)
         for offset, text in zip(pc.indices_nonzero(mask).to_pylist(), texts.filter(mask).to_pylist()):
             yield _checked_text(text, f"{name} row {row + offset}")
-        row += table.num_rows
+
+
+def iter_all_domains(settings: dict, read_split: str) -> Iterator[tuple[str, str, str]]:
+    """(domain, split, document) for every configured domain in one pass (huggingface).
+
+    Reads the dataset split behind `read_split`; when the dataset has no valid split,
+    reading "train" yields both splits, routed by the seeded hash. The same rules as
+    `iter_documents` apply per domain: empty documents skipped, unreadable ones counted
+    against the threshold, and a domain split left without documents is an error.
+    """
+    _check_split(read_split)
+    data, source = settings["data"], settings["data"]["source"]
+    if source["kind"] != "huggingface":
+        raise ValueError(f"iter_all_domains reads a huggingface source, not {source['kind']!r}")
+    domain_map, hash_split = source["domain_map"], source["valid_split"] is None
+    if hash_split and read_split == "valid":
+        raise ValueError("the dataset has no valid split: read 'train', which yields both")
+    splits = SPLITS if hash_split else (read_split,)
+    documents = {(d, sp): 0 for d in settings["domains"] for sp in splits}
+    stats = {d: ReadStats() for d in settings["domains"]}
+    seen = dict.fromkeys(settings["domains"], 0)
+    for values, texts, row, name in _huggingface_batches(source, read_split):
+        for offset, (value, text) in enumerate(zip(values.to_pylist(), texts.to_pylist())):
+            domain = domain_map[str(value)]
+            if domain is None:
+                continue
+            seen[domain] += 1
+            text, where = _checked_text(text, f"{name} row {row + offset}")
+            if text is _BAD:
+                stats[domain].unreadable += 1
+                stats[domain].first_unreadable = stats[domain].first_unreadable or where
+                continue
+            if not text.strip():
+                continue
+            split = read_split
+            if hash_split:
+                split = "valid" if in_valid_split(text, settings["seed"], data["valid_fraction"]) else "train"
+            documents[(domain, split)] += 1
+            yield domain, split, text
+    for domain, tally in stats.items():
+        if seen[domain] and tally.unreadable / seen[domain] > data["max_undecodable_fraction"]:
+            raise ValueError(
+                f"domain {domain!r}: {tally.unreadable} of {seen[domain]} records unreadable "
+                f"(> data.max_undecodable_fraction {data['max_undecodable_fraction']}); first: {tally.first_unreadable}"
+            )
+    for (domain, split), count in documents.items():
+        if count == 0:
+            raise ValueError(f"domain {domain!r} split {split!r}: no documents in {source['name_or_path']}")
 
 
 def _string_array(values: list[str]):

@@ -224,3 +224,40 @@ def test_demo_source_reads_the_corpus_folder(tmp_path):
     with pytest.raises(ValueError, match=r"domain 'legal' split 'train'.*does not exist"):
         docs(config, "legal", "train", corpus_dir=tmp_path / "corpus")
     assert sources.input_files(config, "legal", "valid") == ["results/corpus/legal/valid.jsonl"]
+
+
+@pytest.mark.parametrize("valid_split", ["validation", None])
+def test_huggingface_materialized_once_reads_like_in_place(pile_like, tmp_path, valid_split):
+    from regmix import corpus
+
+    train, val = pile_like
+    source = {
+        "kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(train), "validation": str(val)},
+        "valid_split": valid_split, "domain_column": "meta.pile_set_name", "domain_map": {**PILE_NAMES, "Books3": None},
+    }
+    in_place = make_config(list(PILE_NAMES.values()), source, valid_fraction=0.3)
+    materialized = make_config(list(PILE_NAMES.values()), {**source, "materialize": True}, valid_fraction=0.3)
+    out = tmp_path / "results" / "corpus"
+    assert corpus.main(["--settings", json.dumps(stage_settings(materialized, "corpus")), "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for domain in PILE_NAMES.values():
+        for split in sources.SPLITS:
+            expected = docs(in_place, domain, split)
+            assert docs(materialized, domain, split, corpus_dir=out) == expected
+            assert manifest["domains"][domain]["documents"][split] == len(expected)
+    expected_files = sorted(str(out / d / f"{sp}.jsonl.zst") for d in PILE_NAMES.values() for sp in sources.SPLITS)
+    assert sorted(corpus.corpus_outputs({**materialized, "results_dir": str(tmp_path / "results")})[1:]) == expected_files
+    assert sources.input_files({**materialized, "results_dir": str(tmp_path / "results")}, "arxiv", "valid") == [str(out / "arxiv" / "valid.jsonl.zst")]
+
+
+def test_materializing_fails_whole_when_a_domain_is_empty(pile_like, tmp_path):
+    from regmix import corpus
+
+    train, val = pile_like
+    source = {"kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(train), "validation": str(val)},
+              "domain_column": "meta.pile_set_name", "domain_map": {**PILE_NAMES, "Books3": None, "FreeLaw": None, "Other": "freelaw"},
+              "materialize": True}
+    config = make_config(list(PILE_NAMES.values()), source)
+    with pytest.raises(ValueError, match=r"domain 'freelaw' split 'train': no documents"):
+        corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
+    assert not [p for p in (tmp_path / "corpus").rglob("*") if p.is_file()]
