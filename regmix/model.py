@@ -21,8 +21,9 @@ from torch import nn
 RMS_NORM_EPS = 1e-5
 ROPE_THETA = 10000.0
 INIT_STD = 0.02
-# logits held at once by the loss, in elements (K x tokens x vocab); bounds its memory
-LOSS_CHUNK_ELEMENTS = 1 << 22
+# logits the loss holds at once, in elements (K x tokens x vocab): a few MB keeps a CPU's
+# caches warm; on a GPU ~1 GB keeps the matmuls large (the 50k-vocabulary proxies)
+LOSS_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}
 
 ARCH_KEYS = ("n_layers", "n_heads", "hidden_size", "intermediate_size", "seq_len", "vocab_size")
 
@@ -128,9 +129,8 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
     logits of the whole batch."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, compute_dtype):
+    def forward(ctx, hidden, weight, targets, chunk, compute_dtype, need_grad):
         k, n, _ = hidden.shape
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         h_c = hidden.to(compute_dtype)
         w_c = weight.to(compute_dtype)
         loss = torch.zeros(k, dtype=torch.float32, device=hidden.device)
@@ -161,7 +161,7 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss.view(-1, 1, 1)
-        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None)
+        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None, None)
 
 
 class StackedLlama(nn.Module):
@@ -234,9 +234,12 @@ class StackedLlama(nn.Module):
         return self.loss(hidden, windows[..., 1:].reshape(self.k, -1))
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        chunk = max(1, LOSS_CHUNK_ELEMENTS // (self.k * self.arch["vocab_size"]))
+        budget = LOSS_CHUNK_ELEMENTS.get(hidden.device.type, LOSS_CHUNK_ELEMENTS["cpu"])
+        chunk = max(1, budget // (self.k * self.arch["vocab_size"]))
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
-        return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype)
+        # gradients are computed inside the forward, so it must know whether to (not under no_grad)
+        need_grad = torch.is_grad_enabled() and (hidden.requires_grad or self.lm_head.requires_grad)
+        return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype, need_grad)
 
     # ---- conversion to and from transformers -------------------------------------------
 

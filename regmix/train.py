@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import json
 import math
 import os
@@ -106,7 +107,10 @@ def accumulate_gradients(step_model, windows: np.ndarray, micro: int, device, dt
     accum = batch // micro
     step_loss = torch.zeros(k, device=device)
     for m in range(accum):
-        chunk = torch.from_numpy(np.ascontiguousarray(windows[:, m * micro : (m + 1) * micro])).to(device, non_blocking=True)
+        chunk = torch.from_numpy(np.ascontiguousarray(windows[:, m * micro : (m + 1) * micro]))
+        if device.type == "cuda":
+            chunk = chunk.pin_memory()
+        chunk = chunk.to(device, non_blocking=True)
         # DDP: all-reduce the gradients once, after the last micro-batch
         sync = contextlib.nullcontext() if world == 1 or m == accum - 1 else step_model.no_sync()
         with sync:
@@ -241,13 +245,20 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
         if world > 1:
             torch.distributed.barrier()
 
-    with checkpoint.StopSignals() as signals:
+    def fetch(step: int) -> np.ndarray:
+        return batches.batch(step)[:, rank * local_batch : (rank + 1) * local_batch]
+
+    # the next step's windows are gathered in a thread while this step computes
+    with checkpoint.StopSignals() as signals, ThreadPoolExecutor(1) as prefetch:
+        pending = prefetch.submit(fetch, start_step) if start_step < hp["steps"] else None
         for step in range(start_step, hp["steps"]):
             t0 = time.perf_counter()
             lr = learning_rate(step, hp)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            windows = batches.batch(step)[:, rank * local_batch : (rank + 1) * local_batch]
+            windows = pending.result()
+            if step + 1 < hp["steps"]:
+                pending = prefetch.submit(fetch, step + 1)
             losses = accumulate_gradients(step_model, windows, micro, device, dtype, world)
             if not torch.isfinite(losses).all():
                 bad = [ids[i] for i in range(k) if not math.isfinite(losses[i])]

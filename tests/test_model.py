@@ -86,8 +86,15 @@ def test_chunked_loss_does_not_depend_on_chunk_size(monkeypatch):
     stacked = _perturbed(2)
     windows = torch.randint(0, 200, (2, 4, 17))
     whole = stacked(windows)
-    monkeypatch.setattr(model_module, "LOSS_CHUNK_ELEMENTS", 2 * 256 * 5)  # 5 tokens per chunk
-    torch.testing.assert_close(stacked(windows), whole, rtol=1e-6, atol=1e-6)
+    whole.sum().backward()
+    grads = [p.grad.clone() for p in stacked.parameters()]
+    stacked.zero_grad()
+    monkeypatch.setitem(model_module.LOSS_CHUNK_ELEMENTS, "cpu", 2 * 256 * 5)  # 5 tokens per chunk
+    chunked = stacked(windows)
+    chunked.sum().backward()
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    for p, g in zip(stacked.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
 def test_hf_round_trip_and_untrained_loss_near_ln_vocab():
