@@ -1,0 +1,109 @@
+"""Regressors and mixture choice on the RegMix paper's released proxy runs.
+
+Fits every regressor on the 512 training runs (hyper-parameters from training rows
+only), scores it on the 256 unseen test runs (Spearman/Pearson x100, RMSE, 95%
+bootstrap CIs), times the choice over 1,000,000 Dirichlet(prior) candidates, and
+compares the chosen mixture with the paper's named 1B mixtures.
+
+    python benchmarks/paper_regression.py [--data DIR] [--samples 1000000] [--regressors gp lightgbm linear]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from regmix.choose import choose, read_mixture_file
+from regmix.regression import REGRESSORS, fit_model, read_swarm_csvs, regression_defaults, score, target_values
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "metric/the_pile_pile_cc_val_loss"
+PAPER_SPEARMAN = {"lightgbm": 98.45, "linear": 90.08}
+# token shares of the Pile domains (paper's README facts), in column order
+PRIOR = {
+    "arxiv": 0.113285273, "freelaw": 0.079608651, "nih_exporter": 0.003913491, "pubmed_central": 0.185375901,
+    "wikipedia_en": 0.051081359, "dm_mathematics": 0.015962925, "github": 0.101750772, "philpapers": 0.003707518,
+    "stackexchange": 0.066529351, "enron_emails": 0.001750772, "gutenberg_pg_19": 0.027085479,
+    "pile_cc": 0.236869207, "ubuntu_irc": 0.01184346, "europarl": 0.007929969, "hackernews": 0.008032956,
+    "pubmed_abstracts": 0.038825953, "uspto_backgrounds": 0.046446962,
+}
+NAMED = ("regmix", "doremi", "human", "pile_cc_only")
+
+
+def paper_data_dir() -> Path:
+    return Path(os.environ.get("REGMIX_PAPER_DATA", REPO.parent / "shared" / "paper-data"))
+
+
+def paper_prior() -> dict[str, float]:
+    return {f"train_the_pile_{d}": v for d, v in PRIOR.items()}
+
+
+def load_paper(data: Path):
+    train = read_swarm_csvs(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv")
+    test = read_swarm_csvs(data / "test_mixture_1m.csv", data / "test_pile_loss_1m.csv")
+    return train, test
+
+
+def fmt(metric: dict, digits: int) -> str:
+    return f"{metric['value']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=paper_data_dir())
+    parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--regressors", nargs="*", default=sorted(REGRESSORS))
+    args = parser.parse_args(argv)
+    if not (args.data / "train_mixture_1m.csv").is_file():
+        print(f"paper data not found under {args.data}", file=sys.stderr)
+        return 1
+    default = regression_defaults()["regressor"]
+    (train_mix, train_loss), (test_mix, test_loss) = load_paper(args.data)
+    y_test = target_values(test_loss, TARGET)
+    prior = paper_prior()
+    named = {n: read_mixture_file(args.data / "config_1b" / f"{n}.yaml", list(train_mix.columns)) for n in NAMED}
+    paper_regmix = np.array(list(named["regmix"].values()))
+
+    rows = []
+    for name in args.regressors:
+        start = time.perf_counter()
+        model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=0)
+        fit_seconds = time.perf_counter() - start
+        metrics = score(y_test, model.predict_frame(test_mix), seed=0)
+        start = time.perf_counter()
+        chosen, _, _ = choose(model, prior, args.samples, args.top_k, seed=0, max_epochs=15)
+        choose_seconds = time.perf_counter() - start
+        weights = np.array(list(chosen["weights"].values()))
+        named_pred = {n: model.predict_mapping(w) for n, w in named.items()}
+        rows.append((name, metrics, fit_seconds, choose_seconds, chosen, float(np.abs(weights - paper_regmix).sum()), named_pred))
+
+    print(f"RegMix paper data: fit on {len(train_mix)} train runs, scored on {len(y_test)} unseen test runs, target {TARGET}")
+    print(f"Default regressor (config/schema.yaml): {default}. Brackets: 95% bootstrap CI (1000 resamples of test rows).\n")
+    header = f"{'regressor':<10} {'Spearman x100':<24} {'Pearson x100':<24} {'RMSE':<26} {'paper Sp.':>9} {'fit s':>6}"
+    print(header)
+    print("-" * len(header))
+    for name, m, fit_s, _, _, _, _ in rows:
+        paper = PAPER_SPEARMAN.get(name)
+        print(f"{name:<10} {fmt(m['spearman'], 2):<24} {fmt(m['pearson'], 2):<24} {fmt(m['rmse'], 4):<26} "
+              f"{(f'{paper:.2f}' if paper else '-'):>9} {fit_s:>6.1f}")
+    print(f"\nChoice: {args.samples:,} Dirichlet(prior) candidates, top {args.top_k} averaged, epoch cap 15 x prior")
+    header = (f"{'regressor':<10} {'choose s':>8} {'L1 to paper':>11} {'pile_cc':>8} {'pred ours':>9} "
+              + " ".join(f"{'pred ' + n:>17}" for n in NAMED) + "  ours best?")
+    print(header)
+    print("-" * len(header))
+    for name, _, _, choose_s, chosen, l1, named_pred in rows:
+        ours = chosen["predicted_target"]
+        best = all(ours <= v + 1e-9 for v in named_pred.values())
+        print(f"{name:<10} {choose_s:>8.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
+              + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED) + f"  {'yes' if best else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
