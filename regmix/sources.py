@@ -231,13 +231,34 @@ def input_files(config: dict, domain: str, split: str) -> list[str]:
 
 @dataclass
 class ReadStats:
-    """What reading one domain split saw; `iter_documents` fills it as it goes."""
+    """What reading one domain split saw; the readers below fill it as they go."""
 
     documents: int = 0
+    records: int = 0
     empty: int = 0
     unreadable: int = 0
     first_unreadable: str = ""
     sources: list[str] = field(default_factory=list)
+
+    def admit(self, text, where: str) -> bool:
+        """Count a record; True when it is a usable (readable, non-empty) document."""
+        self.records += 1
+        if text is _BAD:
+            self.unreadable += 1
+            self.first_unreadable = self.first_unreadable or where
+            return False
+        if not text.strip():
+            self.empty += 1
+            return False
+        return True
+
+    def check_unreadable(self, label: str, max_fraction: float) -> None:
+        if self.records and self.unreadable / self.records > max_fraction:
+            raise ValueError(
+                f"{label}: {self.unreadable} of {self.records} records unreadable "
+                f"({self.unreadable / self.records:.2%} > data.max_undecodable_fraction {max_fraction}); "
+                f"first: {self.first_unreadable}"
+            )
 
 
 _BAD = object()  # marker a reader yields for an unreadable record
@@ -260,27 +281,15 @@ def iter_documents(
     stats = stats if stats is not None else ReadStats()
     records, hash_split = _records(source, corpus_dir, domain, split, stats)
     seed, fraction = settings["seed"], data["valid_fraction"]
-    seen = 0
     for text, where in records:
-        seen += 1
-        if text is _BAD:
-            stats.unreadable += 1
-            stats.first_unreadable = stats.first_unreadable or where
-            continue
-        if not text.strip():
-            stats.empty += 1
+        if not stats.admit(text, where):
             continue
         if hash_split and in_valid_split(text, seed, fraction) != (split == "valid"):
             continue
         stats.documents += 1
         yield text
+    stats.check_unreadable(f"domain {domain!r} split {split!r}", data["max_undecodable_fraction"])
     where = ", ".join(stats.sources[:3]) + (" ..." if len(stats.sources) > 3 else "") or "the source"
-    if seen and stats.unreadable / seen > data["max_undecodable_fraction"]:
-        raise ValueError(
-            f"domain {domain!r} split {split!r}: {stats.unreadable} of {seen} records unreadable "
-            f"({stats.unreadable / seen:.2%} > data.max_undecodable_fraction {data['max_undecodable_fraction']}); "
-            f"first: {stats.first_unreadable}"
-        )
     if stats.documents == 0:
         raise ValueError(f"domain {domain!r} split {split!r}: no documents in {where}")
 
@@ -464,19 +473,10 @@ def iter_all_domains(settings: dict, read_split: str) -> Iterator[tuple[str, str
     splits = SPLITS if hash_split else (read_split,)
     documents = {(d, sp): 0 for d in settings["domains"] for sp in splits}
     stats = {d: ReadStats() for d in settings["domains"]}
-    seen = dict.fromkeys(settings["domains"], 0)
     for values, texts, row, name in _huggingface_batches(source, read_split):
         for offset, (value, text) in enumerate(zip(values.to_pylist(), texts.to_pylist())):
             domain = domain_map[str(value)]
-            if domain is None:
-                continue
-            seen[domain] += 1
-            text, where = _checked_text(text, f"{name} row {row + offset}")
-            if text is _BAD:
-                stats[domain].unreadable += 1
-                stats[domain].first_unreadable = stats[domain].first_unreadable or where
-                continue
-            if not text.strip():
+            if domain is None or not stats[domain].admit(*_checked_text(text, f"{name} row {row + offset}")):
                 continue
             split = read_split
             if hash_split:
@@ -484,11 +484,7 @@ def iter_all_domains(settings: dict, read_split: str) -> Iterator[tuple[str, str
             documents[(domain, split)] += 1
             yield domain, split, text
     for domain, tally in stats.items():
-        if seen[domain] and tally.unreadable / seen[domain] > data["max_undecodable_fraction"]:
-            raise ValueError(
-                f"domain {domain!r}: {tally.unreadable} of {seen[domain]} records unreadable "
-                f"(> data.max_undecodable_fraction {data['max_undecodable_fraction']}); first: {tally.first_unreadable}"
-            )
+        tally.check_unreadable(f"domain {domain!r}", data["max_undecodable_fraction"])
     for (domain, split), count in documents.items():
         if count == 0:
             raise ValueError(f"domain {domain!r} split {split!r}: no documents in {source['name_or_path']}")

@@ -261,3 +261,20 @@ def test_materializing_fails_whole_when_a_domain_is_empty(pile_like, tmp_path):
     with pytest.raises(ValueError, match=r"domain 'freelaw' split 'train': no documents"):
         corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
     assert not [p for p in (tmp_path / "corpus").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("materialize", [False, True])
+def test_huggingface_null_texts_count_as_unreadable(tmp_path, materialize):
+    from regmix import corpus
+
+    rows = [{"text": None if i % 4 == 0 else f"row {i}", "meta": {"pile_set_name": name}} for i in range(40) for name in PILE_NAMES]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    source = {"kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(path)}, "valid_split": None,
+              "domain_column": "meta.pile_set_name", "domain_map": PILE_NAMES, "materialize": materialize}
+    config = make_config(list(PILE_NAMES.values()), source, max_undecodable_fraction=0.2, valid_fraction=0.2)
+    with pytest.raises(ValueError, match=r"domain 'arxiv'.*10 of 40 records unreadable"):
+        if materialize:
+            corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
+        else:
+            docs(config, "arxiv", "train")
