@@ -49,6 +49,8 @@ def simulate_top_k(model: FittedModel, prior: np.ndarray, samples: int, top_k: i
             ok = (rows <= caps[None, :] * (1 + 1e-9)).all(axis=1)
             rows, order = rows[ok], order[ok]
         feasible += len(rows)
+        if not len(rows):
+            continue
         pred = model.predict_weights(rows)
         rows = np.vstack([best_rows, rows])
         pred = np.concatenate([best_pred, pred])

@@ -1,0 +1,166 @@
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from regmix.cli import main as regmix_main
+from regmix.regression import (cross_validate, fit_model, load_model, load_swarm_from_duckdb, read_swarm_csvs,
+                               regression_defaults, score)
+
+DOMAINS = ["code", "docs", "legal", "math"]
+
+
+def swarm(n, seed=0, law="log"):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.full(len(DOMAINS), 0.6), n)
+    mixtures = pd.DataFrame(w, columns=DOMAINS, index=pd.Index(range(n), name="index"))
+    if law == "linear":
+        y = 3.0 + w @ np.array([0.5, -1.0, 0.2, 0.8])
+    else:  # a loss that falls with the log share of 'docs', helped a little by 'legal'
+        y = 4.0 - 0.3 * np.log(w[:, 1] + 0.01) - 0.1 * np.log(w[:, 2] + 0.01) + rng.normal(0, 0.01, n)
+    losses = pd.DataFrame({d: y + i for i, d in enumerate(DOMAINS)}, index=mixtures.index)
+    losses["mean"] = losses.mean(axis=1)
+    return mixtures, losses
+
+
+def write_csvs(tmp_path, mixtures, losses):
+    m, l = tmp_path / "mixtures.csv", tmp_path / "losses.csv"
+    mixtures.reset_index().to_csv(m, index=False)
+    losses.reset_index().to_csv(l, index=False)
+    return m, l
+
+
+def test_linear_recovers_a_linear_relation():
+    mixtures, losses = swarm(30, law="linear")
+    model = fit_model(mixtures, losses, "docs", "linear", folds=5, seed=0)
+    new, new_losses = swarm(10, seed=1, law="linear")
+    np.testing.assert_allclose(model.predict_frame(new), new_losses["docs"], atol=1e-8)
+
+
+@pytest.mark.parametrize("regressor", ["lightgbm", "gp"])
+def test_nonlinear_regressors_rank_held_out_rows_from_24_rows(regressor):
+    mixtures, losses = swarm(24)
+    model = fit_model(mixtures, losses, "docs", regressor, folds=4, seed=0)
+    test, test_losses = swarm(60, seed=7)
+    spearman = score(test_losses["docs"].to_numpy(), model.predict_frame(test), bootstrap=50)["spearman"]["value"]
+    assert spearman > {"lightgbm": 70, "gp": 95}[regressor]
+    if regressor == "lightgbm":  # the defaults (20 rows per leaf) could not split 24 rows at all
+        assert model.regressor.booster.num_trees() > 1
+        assert model.regressor.hyperparameters["min_data_in_leaf"] < 20
+
+
+def test_cross_validation_is_out_of_fold():
+    mixtures, losses = swarm(30)
+    X, y = mixtures.to_numpy(), losses["docs"].to_numpy()
+    oof, fold = cross_validate(X, y, "linear", folds=5, seed=0)
+    assert sorted(np.bincount(fold)) == [6] * 5
+    # a fold's prediction equals a model fitted without that fold's rows
+    held = fold == 0
+    refit = fit_model(mixtures[~held], losses[~held], "docs", "linear", 5, 0)
+    np.testing.assert_allclose(oof[held], refit.predict_frame(mixtures[held]))
+
+
+def test_score_bootstrap_ci_brackets_the_value():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=100)
+    s = score(t, t + rng.normal(0, 0.5, 100), bootstrap=200)
+    for key in ("spearman", "pearson", "rmse"):
+        assert s[key]["ci_low"] <= s[key]["value"] <= s[key]["ci_high"]
+    assert 0.3 < s["rmse"]["value"] < 0.7
+
+
+def test_fit_cli_matches_on_index_normalises_and_writes_outputs(tmp_path):
+    mixtures, losses = swarm(26)
+    scaled = mixtures * 2.0  # unnormalised rows: fit must normalise them
+    extra = pd.DataFrame([[0.25] * 4], columns=DOMAINS, index=pd.Index([999], name="index"))
+    m, l = write_csvs(tmp_path, pd.concat([scaled, extra]), losses.iloc[::-1])  # extra row has no loss, order differs
+    out = tmp_path / "reg"
+    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--out", str(out),
+                        "--regressor", "linear"]) == 0
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["rows"] == 26 and cv["regressor"] == "linear" and cv["target"] == "docs"
+    assert cv["spearman"]["ci_low"] <= cv["spearman"]["value"] <= cv["spearman"]["ci_high"]
+    preds = pd.read_csv(out / "cv_predictions.csv")
+    assert sorted(preds["index"]) == list(range(26))
+    np.testing.assert_allclose(preds.set_index("index").loc[range(26), "true"], losses["docs"])
+    assert (out / "pred_vs_true.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["domains"] == DOMAINS and settings["cv_folds"] == regression_defaults()["cv_folds"]
+    model = load_model(out)
+    np.testing.assert_allclose(model.predict_frame(mixtures), model.predict_frame(scaled))
+
+    # predict: index,prediction for every row, same as the model in memory
+    p = tmp_path / "pred.csv"
+    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(m), "--out", str(p)]) == 0
+    pred = pd.read_csv(p)
+    assert list(pred.columns) == ["index", "prediction"] and len(pred) == 27
+    np.testing.assert_allclose(pred["prediction"][:26], model.predict_frame(mixtures))
+
+
+def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
+    m, l = write_csvs(tmp_path, *swarm(20))
+    s = json.dumps({"seed": 0, "domains": DOMAINS, "regression": {"regressor": "linear", "target": "mean", "cv_folds": 4, "seed": 1}})
+    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--out", str(tmp_path / "r"), "--settings", s]) == 0
+    cv = json.loads((tmp_path / "r" / "cv.json").read_text())
+    assert (cv["regressor"], cv["target"], cv["folds"]) == ("linear", "mean", 4)
+
+
+def test_bad_inputs_fail_naming_the_problem(tmp_path, capsys):
+    mixtures, losses = swarm(20)
+    m, l = write_csvs(tmp_path, mixtures, losses)
+    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "nope", "--out", str(tmp_path / "r")]) != 0
+    assert "'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "model.pkl").exists()
+    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "magic",
+                        "--out", str(tmp_path / "r")]) != 0
+    assert "'magic'" in capsys.readouterr().err
+    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "linear",
+                        "--out", str(tmp_path / "r")]) == 0
+    other = mixtures.rename(columns={"math": "maths"})
+    bad = tmp_path / "bad.csv"
+    other.reset_index().to_csv(bad, index=False)
+    assert regmix_main(["predict", "--model", str(tmp_path / "r"), "--mixtures", str(bad), "--out", str(tmp_path / "p.csv")]) != 0
+    assert "'math'" in capsys.readouterr().err
+
+
+def test_load_swarm_from_duckdb_matches_csvs(tmp_path):
+    mixtures, losses = swarm(8)
+    mixtures.index = [f"mix_{i:04d}" for i in range(8)]
+    losses.index = mixtures.index
+    db = tmp_path / "regmix.duckdb"
+    con = duckdb.connect(str(db))
+    long_w = mixtures.reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="weight")
+    long_l = losses[DOMAINS].reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="loss")
+    long_w = long_w[long_w["weight"] > 0.05]  # zero weights may be absent from the table
+    con.execute("CREATE TABLE mixtures AS SELECT * FROM long_w")
+    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM long_l")
+    con.close()
+    got_m, got_l = load_swarm_from_duckdb(db)
+    expected = mixtures.where(mixtures > 0.05, 0.0)
+    expected = expected.div(expected.sum(axis=1), axis=0)
+    np.testing.assert_allclose(got_m.loc[mixtures.index, DOMAINS], expected)
+    np.testing.assert_allclose(got_l.loc[mixtures.index, "mean"], losses["mean"])
+
+    # the fit command reads the database through the same function
+    out = tmp_path / "r"
+    assert regmix_main(["fit", "--db", str(db), "--target", "docs", "--regressor", "linear", "--out", str(out)]) == 0
+    assert json.loads((out / "cv.json").read_text())["rows"] == 8
+
+
+def test_load_swarm_from_duckdb_missing_loss_names_domain(tmp_path):
+    db = tmp_path / "x.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE mixtures AS SELECT * FROM (VALUES ('m0','a',0.5),('m0','b',0.5),('m1','a',1.0)) t(mix_id, domain, weight)")
+    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM (VALUES ('m0','a',3.0),('m0','b',3.1),('m1','a',2.9)) t(mix_id, domain, loss)")
+    con.close()
+    with pytest.raises(ValueError, match="domain 'b' of 'm1'"):
+        load_swarm_from_duckdb(db)
+
+
+def test_read_swarm_csvs_rejects_duplicate_index(tmp_path):
+    mixtures, losses = swarm(5)
+    m, l = write_csvs(tmp_path, pd.concat([mixtures, mixtures.iloc[:1]]), losses)
+    with pytest.raises(ValueError, match="more than once"):
+        read_swarm_csvs(m, l)
