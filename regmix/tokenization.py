@@ -249,7 +249,10 @@ def tokenize_split(
         if sampler is not None:
             kept = sampler.kept()
             if not kept:
-                raise ValueError(f"domain {domain!r}: data.token_limit {limit} is smaller than every document; nothing kept")
+                raise ValueError(
+                    f"domain {domain!r}: data.token_limit {limit} keeps no document "
+                    "(the first document in seeded order alone is longer)"
+                )
             for tokens, nbytes in kept:
                 writer.write(tokens)
                 total_bytes += nbytes

@@ -153,11 +153,12 @@ def test_limit_sampler_matches_sorting_all_keys():
     keys, sizes = rng.random(500), rng.integers(1, 50, 500)
     sampler = tokenization.LimitSampler(3000)
     for order, (key, size) in enumerate(zip(keys, sizes)):
-        sampler.add(float(key), order, np.zeros(size, np.uint16), 0)
-    cumulative = np.cumsum(sizes[np.argsort(keys)])
-    expected = set(np.argsort(keys)[: int(np.searchsorted(cumulative, 3000, side="right"))])
-    assert sampler.total <= 3000 and {len(t) for t, _ in sampler.kept()} <= set(sizes.tolist())
-    assert len(sampler.kept()) == len(expected)
+        sampler.add(float(key), order, np.zeros(size, np.uint16), order)  # bytes slot carries the order
+    by_key = np.argsort(keys)
+    expected = by_key[: int(np.searchsorted(np.cumsum(sizes[by_key]), 3000, side="right"))]
+    kept = [order for _, order in sampler.kept()]
+    assert kept == sorted(expected.tolist())
+    assert sampler.total == sizes[expected].sum() <= 3000 < sampler.total + sizes[by_key[len(expected)]]
 
 
 def test_too_few_tokens_fails_naming_the_domain_and_leaves_nothing(setup, tmp_path, capsys):
