@@ -92,20 +92,20 @@ def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict
     ]
     if task_columns:
         shots_text = ", ".join(map(str, shots))
+        order = table.sort_values(["task_rank", "candidate"])
+        rows = [[f"`{c.split(':')[0]}`", c.split(":")[1],
+                 *[f"{_fmt(row[c])} ± {_fmt(row[c + ':stderr'])} ({_fmt(row[c + ':rank'], 0)})" for _, row in order.iterrows()]]
+                for c in task_columns]
+        rows.append(["**mean task rank**", "", *[f"**{_fmt(row['mean_task_rank'], 2)}**" for _, row in order.iterrows()]])
         parts += [
             "",
-            f"## Downstream tasks (lm-evaluation-harness; mean over {shots_text}-shot runs; value ± stderr (rank))",
+            f"## Downstream tasks (lm-evaluation-harness; mean over {shots_text}-shot runs)",
             "",
-            "Perplexity tasks (bits per byte, lower is better) have no shots and run once; choice tasks "
-            "(accuracy, higher is better) run at every shot count.",
+            "Each cell: value ± stderr (rank among candidates). Perplexity tasks (bits per byte, lower is "
+            "better) have no shots and run once; choice tasks (accuracy, higher is better) run at every "
+            "shot count. Candidates are ordered by mean task rank.",
             "",
-            _markdown_table(
-                ["candidate", *[f"{c.split(':')[0]} {c.split(':')[1]}" for c in task_columns], "mean task rank", "rank"],
-                [[f"`{row['candidate']}`",
-                  *[f"{_fmt(row[c])} ± {_fmt(row[c + ':stderr'])} ({_fmt(row[c + ':rank'], 0)})" for c in task_columns],
-                  _fmt(row["mean_task_rank"], 2), _fmt(row["task_rank"], 0)]
-                 for _, row in table.sort_values(["task_rank", "candidate"]).iterrows()],
-            ),
+            _markdown_table(["task", "metric", *[f"`{c}`" for c in order["candidate"]]], rows),
         ]
     if cv:
         parts += ["", "## Regression cross-validation (held-out folds; Spearman and Pearson x100)", "",
