@@ -55,8 +55,10 @@ def result_files(results: Path, include_checkpoints: bool) -> list[Path]:
 
 
 def _git(args: list[str]) -> str | None:
+    """Git of the checkout the running package comes from (the code that made the run)."""
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(io.PACKAGE_DIR), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -104,6 +106,7 @@ def build_archive(settings: dict, results: str | Path, configs: list[str | Path]
     record = {
         "git_commit": commit,
         "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])) if commit else None,
+        "git_remote": _git(["config", "--get", "remote.origin.url"]) if commit else None,
         "container": settings["container"],
         "absent_optional_files": absent,
         **io.provenance(settings, []),
