@@ -72,6 +72,15 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _rank_agreement(table: pd.DataFrame) -> float | None:
+    from scipy.stats import spearmanr
+
+    rows = table.dropna(subset=["achieved_target", "mean_task_rank"])
+    if len(rows) < 3 or rows["achieved_target"].nunique() < 2 or rows["mean_task_rank"].nunique() < 2:
+        return None
+    return float(spearmanr(rows["achieved_target"], rows["mean_task_rank"]).statistic)
+
+
 def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict, db: Path, shots: list[int],
                     cv: dict[str, float], record: dict) -> str:
     target = settings["regression"]["target"]
@@ -107,6 +116,11 @@ def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict
             "",
             _markdown_table(["task", "metric", *[f"`{c}`" for c in order["candidate"]]], rows),
         ]
+        agreement = _rank_agreement(table)
+        if agreement is not None:
+            parts += ["", f"Does the mixture that wins on loss also win downstream? Spearman ρ between the "
+                          f"target loss and the mean task rank over {len(table)} candidates: {agreement:+.2f} "
+                          "(+1: same order)."]
     if cv:
         parts += ["", "## Regression cross-validation (held-out folds; Spearman and Pearson x100)", "",
                   _markdown_table(["metric", "value", "95% bootstrap CI"],

@@ -37,6 +37,10 @@ def test_summary_ranks_candidates_on_target_and_tasks(tmp_path, database):
     lines = [line for line in md.splitlines() if line.startswith("| 1 |")]
     assert lines and "`regmix`" in lines[0] and "2.5700" in lines[0] and "2.3000" in lines[0]
     assert "mean over 0, 1-shot runs" in md
+    task_row = next(line for line in md.splitlines() if line.startswith("| `regmix_mc_b` | acc_norm |"))
+    assert task_row.split(" | ")[2] == "0.6700 ± 0.0354 (1)"  # regmix first, averaged over shots
+    # synthetic run: downstream follows the target weight exactly as the loss does
+    assert "mean task rank over 4 candidates: +1.00" in md
     assert "| spearman | 90.0000 | 70.0000 .. 98.0000 |" in md
     sidecar = json.loads((tmp_path / "summary.provenance.json").read_text())
     assert sidecar["settings"] == run.settings() and str(database) in sidecar["inputs"]
