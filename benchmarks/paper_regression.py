@@ -76,9 +76,9 @@ def main(argv: list[str]) -> int:
         model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=0)
         fit_seconds = time.perf_counter() - start
         metrics = score(y_test, model.predict_frame(test_mix), seed=0)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         chosen, _, _ = choose(model, prior, args.samples, args.top_k, seed=0, max_epochs=15)
-        choose_seconds = time.perf_counter() - start
+        choose_seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
         weights = np.array(list(chosen["weights"].values()))
         named_pred = {n: model.predict_mapping(w) for n, w in named.items()}
         rows.append((name, metrics, fit_seconds, choose_seconds, chosen, float(np.abs(weights - paper_regmix).sum()), named_pred))
@@ -92,15 +92,16 @@ def main(argv: list[str]) -> int:
         paper = PAPER_SPEARMAN.get(name)
         print(f"{name:<10} {fmt(m['spearman'], 2):<24} {fmt(m['pearson'], 2):<24} {fmt(m['rmse'], 4):<26} "
               f"{(f'{paper:.2f}' if paper else '-'):>9} {fit_s:>6.1f}")
-    print(f"\nChoice: {args.samples:,} Dirichlet(prior) candidates, top {args.top_k} averaged, epoch cap 15 x prior")
-    header = (f"{'regressor':<10} {'choose s':>8} {'L1 to paper':>11} {'pile_cc':>8} {'pred ours':>9} "
+    print(f"\nChoice: {args.samples:,} Dirichlet(prior) candidates, top {args.top_k} averaged, epoch cap 15 x prior; "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (CPU s = time of this process)")
+    header = (f"{'regressor':<10} {'wall s':>7} {'CPU s':>6} {'L1 to paper':>11} {'pile_cc':>8} {'pred ours':>9} "
               + " ".join(f"{'pred ' + n:>17}" for n in NAMED) + "  ours best?")
     print(header)
     print("-" * len(header))
     for name, _, _, choose_s, chosen, l1, named_pred in rows:
         ours = chosen["predicted_target"]
         best = all(ours <= v + 1e-9 for v in named_pred.values())
-        print(f"{name:<10} {choose_s:>8.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
+        print(f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
               + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED) + f"  {'yes' if best else 'NO'}")
     return 0
 
