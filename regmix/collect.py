@@ -245,8 +245,13 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
     for shots, run in runs.items():
         higher = run.get("higher_is_better", {})
         for task, metrics in run.get("results", {}).items():
-            names = {k.split(",")[0] for k in metrics if "," in k and "_stderr" not in k.split(",")[0]}
-            primary = next((m for m in PRIMARY_METRICS if m in names), min(names) if names else None)
+            keys = sorted(tuple(k.split(",", 1)) for k in metrics
+                          if "," in k and not k.split(",")[0].endswith("_stderr") and _number(metrics[k]) is not None)
+            names = {m for m, _ in keys}
+            metric_name = next((m for m in PRIMARY_METRICS if m in names), min(names) if names else None)
+            # one (metric, filter) per task stands for it: the unfiltered one when there is one
+            filters = [f for m, f in keys if m == metric_name]
+            primary = (metric_name, "none" if "none" in filters else (filters[0] if filters else None))
             for key, value in metrics.items():
                 if "," not in key:
                     continue
@@ -257,7 +262,7 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
                     "candidate": candidate, "task": task, "shots": int(shots), "metric": metric, "filter": filt,
                     "value": _number(value), "stderr": _number(metrics.get(f"{metric}_stderr,{filt}")),
                     "higher_is_better": bool(higher.get(task, {}).get(metric, metric not in ("bits_per_byte", "word_perplexity", "byte_perplexity"))),
-                    "is_primary": metric == primary,
+                    "is_primary": (metric, filt) == primary,
                 })
     if not rows:
         raise ValueError(f"{where}: lm-eval results hold no numeric metric")

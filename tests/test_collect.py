@@ -150,3 +150,29 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
     # synthetic proxy losses are exactly 3.7 - 0.9 * weight on each domain: a linear fit recovers it
     for cand, w in run.CANDIDATE_WEIGHTS.items():
         assert predicted[cand] == pytest.approx(3.7 - 0.9 * w[run.TARGET], abs=1e-6)
+
+
+def test_eval_rows_of_registry_tasks_pick_one_primary_metric():
+    """lm-eval registry shapes: perplexity next to accuracy, several filters, N/A stderr."""
+    result = {"runs": {"5": {
+        "results": {
+            "lambada_standard": {"alias": "lambada_standard", "perplexity,none": 40.5, "perplexity_stderr,none": 1.2,
+                                 "acc,none": 0.31, "acc_stderr,none": 0.006},
+            "gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.02, "exact_match_stderr,strict-match": 0.004,
+                      "exact_match,flexible-extract": 0.03, "exact_match_stderr,flexible-extract": "N/A"},
+        },
+        "higher_is_better": {"lambada_standard": {"perplexity": False, "acc": True}, "gsm8k": {"exact_match": True}},
+    }}}
+    rows = pd.DataFrame(collect.eval_rows("regmix", result, "eval/regmix.json"))
+    assert len(rows) == 4 and set(rows["shots"]) == {5}
+    primary = rows[rows.is_primary]
+    assert sorted(zip(primary.task, primary.metric, primary["filter"])) == [
+        ("gsm8k", "exact_match", "flexible-extract"), ("lambada_standard", "acc", "none")]
+    ppl = rows[(rows.task == "lambada_standard") & (rows.metric == "perplexity")].iloc[0]
+    assert not ppl.higher_is_better and ppl.stderr == pytest.approx(1.2)
+    assert pd.isna(rows[rows["filter"] == "flexible-extract"].iloc[0].stderr)
+
+
+def test_eval_file_without_results_is_named():
+    with pytest.raises(ValueError, match="eval/x.json"):
+        collect.eval_rows("x", {"runs": {"0": {"results": {}}}}, "eval/x.json")

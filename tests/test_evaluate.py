@@ -178,3 +178,16 @@ def test_evaluate_rejects_a_directory_that_is_not_a_checkpoint(tmp_path):
     code = cli_main(["evaluate", "--settings", json.dumps(settings()), "--model", str(tmp_path),
                      "--tasks", str(tmp_path), "--out", str(tmp_path / "x.json")])
     assert code == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_shot_plan_runs_perplexity_once_and_registry_tasks_at_every_count(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+    plan = ev._task_plan({**EVAL_DEFAULTS, "num_fewshot": [5, 0, 1]}, tmp_path / "tasks")
+    assert list(plan) == [0, 1, 5]
+    assert plan[0] == ["regmix_ppl_prose", "regmix_mc_prose", "regmix_ppl_numbers", "regmix_mc_numbers"]
+    assert plan[1] == plan[5] == ["regmix_mc_prose", "regmix_mc_numbers"]
+    paper = ev._task_plan({**EVAL_DEFAULTS, "suite": "lm_eval", "tasks": ["piqa", "sciq"], "num_fewshot": [0, 5]}, None)
+    assert paper == {0: ["piqa", "sciq"], 5: ["piqa", "sciq"]}
+    with pytest.raises(FileNotFoundError, match="tasks.json"):
+        ev._task_plan(EVAL_DEFAULTS, tmp_path)
