@@ -10,6 +10,7 @@ has the new one, and a resume takes the newest step that every model has.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -74,10 +75,15 @@ def save_pack(model, optimizer, out_dirs: Sequence[str | Path], common: dict, ow
                 state_path(out_dir, old).unlink(missing_ok=True)
 
 
+def read_state(out_dir: str | Path, step: int) -> dict:
+    # memory-mapped: reading a 1B model's fingerprint does not read its weights
+    return torch.load(state_path(out_dir, step), map_location="cpu", weights_only=False, mmap=True)
+
+
 def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> dict:
     """Restore the stacked model and optimizer from each model's state at `step`; returns
     the first model's payload without weights (step, RNG states, elapsed, ...)."""
-    payloads = [torch.load(state_path(d, step), map_location="cpu", weights_only=False) for d in out_dirs]
+    payloads = [read_state(d, step) for d in out_dirs]
     names = dict(model.named_parameters())
     with torch.no_grad():
         for n, p in names.items():
@@ -98,10 +104,9 @@ def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> di
 
 
 def clear(out_dirs: Sequence[str | Path]) -> None:
-    """Remove the resumable state once the outputs are complete."""
+    """Remove the resumable state (and the log kept there) once the outputs are complete."""
     for out_dir in out_dirs:
-        for step in _steps(out_dir):
-            state_path(out_dir, step).unlink(missing_ok=True)
+        shutil.rmtree(state_dir(out_dir), ignore_errors=True)
 
 
 def rng_state() -> dict:

@@ -21,7 +21,7 @@ from torch import nn
 RMS_NORM_EPS = 1e-5
 ROPE_THETA = 10000.0
 INIT_STD = 0.02
-# logits the loss holds at once, in elements (K x tokens x vocab): a few MB keeps a CPU's
+# logits the loss holds at once, in elements (tokens x vocab): a few MB keeps a CPU's
 # caches warm; on a GPU ~1 GB keeps the matmuls large (the 50k-vocabulary proxies)
 LOSS_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}
 
@@ -122,7 +122,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class _StackedLinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy per model of logits = h @ W^T, computed in token chunks.
+    """Mean cross-entropy per model of logits = h @ W^T, computed in token chunks per model.
 
     The gradient is computed chunk by chunk during the forward (the loss is the last op,
     so it only needs scaling by the incoming gradient), so neither pass ever holds the
@@ -136,22 +136,24 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
         loss = torch.zeros(k, dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
-        for start in range(0, n, chunk):
-            h_chunk = h_c[:, start : start + chunk]
-            tgt = targets[:, start : start + chunk]
-            logits = torch.bmm(h_chunk, w_c.transpose(1, 2)).float()
-            target_logit = logits.gather(-1, tgt.unsqueeze(-1))
-            peak = logits.amax(-1, keepdim=True)
-            exp = logits.sub_(peak).exp_()  # in place: the logits are not needed again
-            total = exp.sum(-1, keepdim=True)
-            loss += (total.log() + peak - target_logit).squeeze(-1).sum(1)
-            if need_grad:
-                # d loss / d logits = (softmax - onehot) / n
-                probs = exp.mul_(total.reciprocal_().mul_(1.0 / n))
-                probs.scatter_add_(-1, tgt.unsqueeze(-1), torch.full(tgt.shape + (1,), -1.0 / n, device=probs.device))
-                d_logits = probs.to(compute_dtype)
-                grad_hidden[:, start : start + chunk] = torch.bmm(d_logits, w_c).to(hidden.dtype)
-                grad_weight += torch.bmm(d_logits.transpose(1, 2), h_chunk).float()
+        # one model at a time: a chunk's logits stay the same size whatever K is
+        for model in range(k):
+            for start in range(0, n, chunk):
+                h_chunk = h_c[model, start : start + chunk]
+                tgt = targets[model, start : start + chunk].unsqueeze(-1)
+                logits = (h_chunk @ w_c[model].T).float()
+                target_logit = logits.gather(-1, tgt)
+                peak = logits.amax(-1, keepdim=True)
+                exp = logits.sub_(peak).exp_()  # in place: the logits are not needed again
+                total = exp.sum(-1, keepdim=True)
+                loss[model] += (total.log() + peak - target_logit).sum()
+                if need_grad:
+                    # d loss / d logits = (softmax - onehot) / n
+                    probs = exp.mul_(total.reciprocal_().mul_(1.0 / n))
+                    probs.scatter_add_(-1, tgt, torch.full(tgt.shape, -1.0 / n, device=probs.device))
+                    d_logits = probs.to(compute_dtype)
+                    grad_hidden[model, start : start + chunk] = (d_logits @ w_c[model]).to(hidden.dtype)
+                    grad_weight[model] += (d_logits.T @ h_chunk).float()
         if need_grad:
             ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
@@ -235,7 +237,7 @@ class StackedLlama(nn.Module):
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         budget = LOSS_CHUNK_ELEMENTS.get(hidden.device.type, LOSS_CHUNK_ELEMENTS["cpu"])
-        chunk = max(1, budget // (self.k * self.arch["vocab_size"]))
+        chunk = max(1, budget // self.arch["vocab_size"])
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
         # gradients are computed inside the forward, so it must know whether to (not under no_grad)
         need_grad = torch.is_grad_enabled() and (hidden.requires_grad or self.lm_head.requires_grad)

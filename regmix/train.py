@@ -211,8 +211,7 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     start_step, elapsed_before = 0, 0.0
     resume = checkpoint.latest_common_step(out_dirs)
     if resume is not None:
-        payloads = [torch.load(checkpoint.state_path(d, resume), map_location="cpu", weights_only=False)["fingerprint"] for d in out_dirs]
-        if payloads == prints:
+        if [checkpoint.read_state(d, resume)["fingerprint"] for d in out_dirs] == prints:
             common = checkpoint.load_pack(model, optimizer, out_dirs, resume)
             checkpoint.set_rng_state(common["rng"])
             start_step, elapsed_before = common["step"], common["elapsed"]
