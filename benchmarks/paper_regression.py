@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from regmix.choose import choose, read_mixture_file
-from regmix.regression import REGRESSORS, fit_model, read_swarm_csvs, regression_defaults, score, target_values
+from regmix.regression import REGRESSORS, fit_model, plot_pred_vs_true, read_swarm_csvs, regression_defaults, score, target_values
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "metric/the_pile_pile_cc_val_loss"
@@ -59,6 +59,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--regressors", nargs="*", default=sorted(REGRESSORS))
+    parser.add_argument("--plot-dir", type=Path, help="write test_pred_vs_true_<regressor>.png (the 256 unseen runs) here")
     args = parser.parse_args(argv)
     if not (args.data / "train_mixture_1m.csv").is_file():
         print(f"paper data not found under {args.data}", file=sys.stderr)
@@ -75,7 +76,12 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=0)
         fit_seconds = time.perf_counter() - start
-        metrics = score(y_test, model.predict_frame(test_mix), seed=0)
+        test_pred = model.predict_frame(test_mix)
+        metrics = score(y_test, test_pred, seed=0)
+        if args.plot_dir:
+            plot_pred_vs_true(y_test, test_pred, metrics["spearman"]["value"], "Pile-CC val loss",
+                              f"{name}: fit on {len(train_mix)} runs, {len(y_test)} unseen runs",
+                              args.plot_dir / f"test_pred_vs_true_{name}.png")
         start, start_cpu = time.perf_counter(), time.process_time()
         chosen, _, _ = choose(model, prior, args.samples, args.top_k, seed=0, max_epochs=15)
         choose_seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
