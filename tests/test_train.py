@@ -175,6 +175,14 @@ def test_gradient_accumulation_matches_full_batch(ws, tmp_path):
         assert accumulated["val_loss"][domain] == pytest.approx(full["val_loss"][domain], rel=1e-4)
 
 
+def test_bf16_autocast_path_trains_close_to_float32(ws, packed, tmp_path):
+    """The GPU precision path (bf16 autocast, bf16 logits in the chunked loss) run on the CPU."""
+    bf16 = run(ws, tmp_path, ["mix_0002"], dtype="bfloat16")[0]
+    fp32 = json.loads((packed / "mix_0002" / "losses.json").read_text())
+    for domain in DOMAINS:
+        assert bf16["val_loss"][domain] == pytest.approx(fp32["val_loss"][domain], rel=0.05)
+
+
 def test_learning_rate_schedules():
     hp = {"warmup_steps": 10, "steps": 110, "lr": 1e-3, "min_lr": 1e-5, "schedule": "cosine"}
     assert learning_rate(0, hp) == pytest.approx(1e-4)
