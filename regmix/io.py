@@ -32,6 +32,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            tmp_path.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

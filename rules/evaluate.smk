@@ -31,7 +31,7 @@ rule evaluate_candidate:
         settings=settings("evaluate"),
         tasks=f"--tasks {R}/eval_tasks" if LOCAL_SUITE else "",
         samples=lambda w, output: f"--samples-out {output.samples}" if LOG_SAMPLES else "",
-    threads: 2
+    threads: config["evaluate"]["threads"]
     resources:
         **rule_resources(config, "evaluate"),
     log:

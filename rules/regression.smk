@@ -11,11 +11,7 @@ rule fit_regression:
         cv=f"{R}/regression/cv.json",
         predictions=f"{R}/regression/cv_predictions.csv",
         settings=f"{R}/regression/settings.json",
-        plot=report(
-            f"{R}/regression/pred_vs_true.png",
-            caption="../report/pred_vs_true.rst",
-            category="4. Regression",
-        ),
+        plot=f"{R}/regression/pred_vs_true.png",
     params:
         settings=settings("regression"),
         target=config["regression"]["target"],
