@@ -80,9 +80,9 @@ def read_state(out_dir: str | Path, step: int) -> dict:
     return torch.load(state_path(out_dir, step), map_location="cpu", weights_only=False, mmap=True)
 
 
-def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> dict:
+def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> list[dict]:
     """Restore the stacked model and optimizer from each model's state at `step`; returns
-    the first model's payload without weights (step, RNG states, elapsed, ...)."""
+    each model's payload without weights and moments (step, RNG states, elapsed, ...)."""
     payloads = [read_state(d, step) for d in out_dirs]
     names = dict(model.named_parameters())
     with torch.no_grad():
@@ -100,7 +100,7 @@ def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> di
     sd = optimizer.state_dict()
     sd["state"] = state
     optimizer.load_state_dict(sd)
-    return {key: v for key, v in payloads[0].items() if key not in ("model", "optimizer")}
+    return [{key: v for key, v in pl.items() if key not in ("model", "optimizer")} for pl in payloads]
 
 
 def clear(out_dirs: Sequence[str | Path]) -> None:

@@ -208,13 +208,14 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     model = StackedLlama(arch, k, seed=seed).to(device)
     optimizer = make_optimizer(model, hp)
     prints = [run_fingerprint(settings, stage, m[1]) for m in mixtures]
-    start_step, elapsed_before = 0, 0.0
+    start_step, elapsed_before, resumed_losses = 0, 0.0, torch.full((k,), float("nan"))
     resume = checkpoint.latest_common_step(out_dirs)
     if resume is not None:
         if [checkpoint.read_state(d, resume)["fingerprint"] for d in out_dirs] == prints:
-            common = checkpoint.load_pack(model, optimizer, out_dirs, resume)
-            checkpoint.set_rng_state(common["rng"])
-            start_step, elapsed_before = common["step"], common["elapsed"]
+            extras = checkpoint.load_pack(model, optimizer, out_dirs, resume)
+            checkpoint.set_rng_state(extras[0]["rng"])
+            start_step, elapsed_before = extras[0]["step"], extras[0]["elapsed"]
+            resumed_losses = torch.tensor([e["train_loss"] for e in extras])
             if is_main:
                 print(f"resuming {','.join(ids)} from step {start_step}", file=sys.stderr, flush=True)
         elif is_main:
@@ -231,16 +232,17 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     params = list(model.parameters())
     tokens_per_step = k * global_batch * seq_len
     label = ids[0] if k == 1 else f"{ids[0]}..{ids[-1]} (K={k})"
-    train_seconds, steps_timed = 0.0, 0
+    train_seconds, steps_timed, tps = 0.0, 0, None
     t_start = time.perf_counter()
-    losses = torch.zeros(k)
+    losses = resumed_losses  # the last step's, should a resumed run have no step left
     code = 0
 
     def save(step_done: int) -> None:
         if is_main:
             common = {"step": step_done, "scheduler": {"step": step_done}, "data_position": step_done,
                       "rng": checkpoint.rng_state(), "elapsed": elapsed_before + time.perf_counter() - t_start}
-            checkpoint.save_pack(model, optimizer, out_dirs, common, [{"fingerprint": fp} for fp in prints])
+            own = [{"fingerprint": fp, "train_loss": float(loss)} for fp, loss in zip(prints, losses)]
+            checkpoint.save_pack(model, optimizer, out_dirs, common, own)
         if world > 1:
             torch.distributed.barrier()
 
