@@ -58,7 +58,7 @@ def ours(arch: dict, k: int, batch: int, micro: int, steps: int, warmup: int, de
     """Tokens per wall second and per CPU second (all K models together) of the trainer's step."""
     model = StackedLlama(arch, k, seed=0).to(device)
     if compile_:
-        model.hidden_states = torch.compile(model.hidden_states)
+        model.use_compiled()
     optimizer = make_optimizer(model, HP)
     params = list(model.parameters())
     rng = np.random.default_rng(0)

@@ -121,6 +121,26 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def chunk_loss_and_grad(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_n: float, need_grad: bool):
+    """Summed cross-entropy of logits = hidden @ weight^T for one chunk of tokens, and
+    d(loss x inv_n)/d logits (in the hidden dtype) when `need_grad`.
+
+    Everything after the matmul is in place on the float32 logits, so eager mode makes
+    few passes over them; `torch.compile` fuses it further (the GPU path)."""
+    logits = (hidden @ weight.T).float()
+    target_logit = logits.gather(-1, targets)
+    peak = logits.amax(-1, keepdim=True)
+    exp = logits.sub_(peak).exp_()  # the logits are not needed again
+    total = exp.sum(-1, keepdim=True)
+    loss = (total.log() + peak - target_logit).sum()
+    if not need_grad:
+        return loss, None
+    # (softmax - onehot) x inv_n
+    probs = exp.mul_(total.reciprocal_().mul_(inv_n))
+    probs.scatter_add_(-1, targets, torch.full(targets.shape, -inv_n, device=probs.device))
+    return loss, probs.to(hidden.dtype)
+
+
 class _StackedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy per model of logits = h @ W^T, computed in token chunks per model.
 
@@ -129,7 +149,7 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
     logits of the whole batch."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, compute_dtype, need_grad):
+    def forward(ctx, hidden, weight, targets, chunk, compute_dtype, need_grad, chunk_fn):
         k, n, _ = hidden.shape
         h_c = hidden.to(compute_dtype)
         w_c = weight.to(compute_dtype)
@@ -141,17 +161,9 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
             for start in range(0, n, chunk):
                 h_chunk = h_c[model, start : start + chunk]
                 tgt = targets[model, start : start + chunk].unsqueeze(-1)
-                logits = (h_chunk @ w_c[model].T).float()
-                target_logit = logits.gather(-1, tgt)
-                peak = logits.amax(-1, keepdim=True)
-                exp = logits.sub_(peak).exp_()  # in place: the logits are not needed again
-                total = exp.sum(-1, keepdim=True)
-                loss[model] += (total.log() + peak - target_logit).sum()
+                chunk_loss, d_logits = chunk_fn(h_chunk, w_c[model], tgt, 1.0 / n, need_grad)
+                loss[model] += chunk_loss
                 if need_grad:
-                    # d loss / d logits = (softmax - onehot) / n
-                    probs = exp.mul_(total.reciprocal_().mul_(1.0 / n))
-                    probs.scatter_add_(-1, tgt, torch.full(tgt.shape, -1.0 / n, device=probs.device))
-                    d_logits = probs.to(compute_dtype)
                     grad_hidden[model, start : start + chunk] = (d_logits @ w_c[model]).to(hidden.dtype)
                     grad_weight[model] += (d_logits.T @ h_chunk).float()
         if need_grad:
@@ -163,7 +175,7 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss.view(-1, 1, 1)
-        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None, None)
+        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None, None, None)
 
 
 class StackedLlama(nn.Module):
@@ -172,6 +184,7 @@ class StackedLlama(nn.Module):
     def __init__(self, arch: dict, k: int, seed: int = 0):
         super().__init__()
         self.arch, self.k = arch, k
+        self.chunk_loss = chunk_loss_and_grad  # `use_compiled()` swaps in a compiled version
         h, i, v, n = arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"], arch["n_layers"]
         self.n_heads, self.head_dim = arch["n_heads"], h // arch["n_heads"]
         # every model of a pack starts from the same seeded weights, so runs differ only in
@@ -200,6 +213,12 @@ class StackedLlama(nn.Module):
         self.lm_head = normal(v, h)
         inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def use_compiled(self) -> None:
+        """torch.compile the transformer body and the loss's per-chunk work (not the
+        chunk loop, so the compiled graphs stay small and shape-stable)."""
+        self.hidden_states = torch.compile(self.hidden_states)
+        self.chunk_loss = torch.compile(chunk_loss_and_grad)
 
     def _rope(self, t: int, device, dtype):
         freqs = torch.arange(t, device=device, dtype=torch.float)[:, None] * self.inv_freq.to(device)[None, :]
@@ -241,7 +260,7 @@ class StackedLlama(nn.Module):
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
         # gradients are computed inside the forward, so it must know whether to (not under no_grad)
         need_grad = torch.is_grad_enabled() and (hidden.requires_grad or self.lm_head.requires_grad)
-        return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype, need_grad)
+        return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype, need_grad, self.chunk_loss)
 
     # ---- conversion to and from transformers -------------------------------------------
 

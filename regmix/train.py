@@ -224,7 +224,7 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
 
     step_model = model
     if hp.get("compile"):
-        model.hidden_states = torch.compile(model.hidden_states)
+        model.use_compiled()
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
