@@ -415,6 +415,7 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
         manifest = {"kind": "huggingface", "materialized": True, "seed": settings["seed"], "source": source, "domains": {}}
         for (domain, split), (tmp, _) in temps.items():
             final = sources.corpus_file(out_dir, source, domain, split)
+            tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
             os.replace(tmp, final)
             entry = manifest["domains"].setdefault(domain, {**counts[domain], "files": {}})
             entry["files"][split] = {"path": f"{domain}/{final.name}", "sha256": io.sha256_file(final)}

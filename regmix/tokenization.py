@@ -165,6 +165,7 @@ class ShardWriter:
         self._handle.close()
         names = [self.shard_name(i) for i in range(len(self.temps))]
         for tmp, name in zip(self.temps, names):
+            tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
             os.replace(tmp, self.out_path.parent / name)
         # shards a previous, longer run left behind would be ignored; remove them anyway
         stem = self.shard_name(1).rsplit(".", 2)[0]

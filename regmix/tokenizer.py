@@ -105,6 +105,7 @@ def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
             "provenance": io.provenance(settings),
         }
         io.write_json(staging / FINGERPRINT_FILE, fingerprint)
+        staging.chmod(0o755)  # mkdtemp makes folders private; outputs are for everyone
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

@@ -73,6 +73,7 @@ def test_round_trip_decodes_every_document_in_order(setup, tmp_path):
     tokens, on_disk = read_tokens(out.with_suffix(".json"))
     assert on_disk == json.loads(json.dumps(sidecar))
     assert sidecar["dtype"] == "uint16" and tokens.dtype == np.uint16 and sidecar["files"] == ["train.bin"]
+    assert out.stat().st_mode & 0o777 == 0o644
     assert sidecar["tokens"] == tokens.size and sidecar["documents"] == 400
     texts = CORPUS[("docs", "train")]
     assert sidecar["bytes"] == sum(len(t.encode()) for t in texts)

@@ -64,6 +64,7 @@ def test_fingerprint_is_the_sha256_of_tokenizer_json(trained):
     assert fingerprint["vocab_size"] == 400 and fingerprint["kind"] == "train"
     assert fingerprint["eos_id"] == 0
     assert not [p for p in root.iterdir() if p.name.startswith(".tok")]  # no staging folders left
+    assert (root / "tok").stat().st_mode & 0o777 == 0o755
 
 
 def test_training_is_deterministic(trained, tmp_path):
