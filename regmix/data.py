@@ -17,6 +17,7 @@ import numpy as np
 
 from regmix.config import ConfigError, check_weights
 from regmix.io import read_yaml
+from regmix.tokenization import check_min_tokens
 
 
 class TokenStream:
@@ -119,10 +120,11 @@ class MixtureBatches:
         for index, domain in enumerate(self.domains):
             if not used[index]:
                 continue  # weight 0 in every mixture: never sampled
-            stream = TokenStream(sidecar(data_dir, domain, "train"))
-            if len(stream) < seq_len + 1:
-                raise ValueError(f"domain {domain!r}: train split has {len(stream)} tokens, fewer than one window of {seq_len + 1}")
-            self.streams[index] = stream
+            path = sidecar(data_dir, domain, "train")
+            if not path.is_file():
+                raise FileNotFoundError(f"domain {domain!r}: no train token sidecar {path}")
+            check_min_tokens(path, seq_len + 1, domain)  # one window
+            self.streams[index] = TokenStream(path)
 
     def batch(self, step: int) -> np.ndarray:
         k, b, length = len(self.weights), self.global_batch, self.seq_len + 1
@@ -152,12 +154,11 @@ def validation_windows(data_dir: str | Path, domains: list[str], n_windows: int,
     length = seq_len + 1
     out = {}
     for domain in domains:
-        stream = TokenStream(sidecar(data_dir, domain, "valid"))
-        if len(stream) < n_windows * length:
-            raise ValueError(
-                f"domain {domain!r}: valid split has {len(stream)} tokens, fewer than val_windows x (seq_len + 1) = "
-                f"{n_windows} x {length} = {n_windows * length}"
-            )
+        path = sidecar(data_dir, domain, "valid")
+        if not path.is_file():
+            raise FileNotFoundError(f"domain {domain!r}: no valid token sidecar {path}")
+        check_min_tokens(path, n_windows * length, domain)  # val_windows x (seq_len + 1), disjoint
+        stream = TokenStream(path)
         starts = (np.arange(n_windows, dtype=np.int64) * (len(stream) - length)) // max(n_windows - 1, 1)
         out[domain] = stream.windows(starts, length)
     return out

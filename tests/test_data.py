@@ -87,7 +87,7 @@ def test_validation_windows_fixed_and_disjoint(three_domains):
     starts = windows["a"][:, 0] - 1000
     assert (np.diff(starts) >= 16).all()  # non-overlapping
     write_tokens(three_domains, "c", "valid", 3000 + np.arange(100))
-    with pytest.raises(ValueError, match="domain 'c'.*fewer than val_windows"):
+    with pytest.raises(ValueError, match="domain 'c'.*valid.*fewer than the 128 needed"):
         validation_windows(three_domains, ["a", "b", "c"], 8, 15)
 
 
