@@ -178,6 +178,14 @@ def large_train_tokens(config: dict) -> int:
     return large["steps"] * large["global_batch"] * model_architecture(large["model"])["seq_len"]
 
 
+def min_valid_tokens(config: dict) -> int:
+    """Valid tokens a domain needs: the fixed validation windows of proxies and large models."""
+    return max(
+        config[stage]["val_windows"] * (model_architecture(config[stage]["model"])["seq_len"] + 1)
+        for stage in ("proxy", "large")
+    )
+
+
 def stage_settings(config: dict, stage: str) -> dict:
     """Exactly the config values one stage reads.
 
@@ -232,7 +240,7 @@ def stage_settings(config: dict, stage: str) -> dict:
 # The package modules each stage's code lives in. Rules list these files as inputs, so a
 # code change reruns exactly the stages that use it and what depends on them.
 STAGE_MODULES: dict[str, list[str]] = {
-    "corpus": ["corpus.py"],
+    "corpus": ["corpus.py", "sources.py"],
     "tokenizer": ["tokenizer.py", "sources.py"],
     "tokenize": ["tokenization.py", "sources.py"],
     "mixtures": ["mixtures.py"],

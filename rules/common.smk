@@ -10,6 +10,7 @@ from regmix.config import (
     candidate_settings,
     code_files as _code_files,
     large_launcher,
+    min_valid_tokens,
     mixture_ids,
     proxy_packs,
     rule_resources,

@@ -25,12 +25,14 @@ rule tokenize_domain:
         sidecar=f"{R}/data/{{domain}}/{{split}}.json",
     params:
         settings=settings("tokenize"),
+        min_tokens=lambda w: min_valid_tokens(config) if w.split == "valid" else 0,
     threads: config["data"]["workers"]
     log:
         f"{R}/logs/tokenize/{{domain}}_{{split}}.log",
     shell:
         "regmix tokenize --settings {params.settings:q} --corpus {R}/corpus --tokenizer {input.tokenizer}"
-        " --domain {wildcards.domain} --split {wildcards.split} --out {output.tokens} > {log} 2>&1"
+        " --domain {wildcards.domain} --split {wildcards.split} --min-tokens {params.min_tokens}"
+        " --out {output.tokens} > {log} 2>&1"
 
 
 rule compute_prior:
