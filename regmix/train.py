@@ -277,7 +277,8 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
                 val_now = validate(model, val, micro, device, dtype)
             if done % hp["log_every"] == 0 or done == hp["steps"] or val_now is not None:
                 for i, log in enumerate(logs):
-                    record = {"step": done, "loss": float(losses[i]), "lr": lr, "grad_norm": float(norms[i]), "tokens_per_second": tps, "elapsed": elapsed}
+                    # tokens/s: this model's share of the pack's throughput (as in losses.json)
+                    record = {"step": done, "loss": float(losses[i]), "lr": lr, "grad_norm": float(norms[i]), "tokens_per_second": tps / k, "elapsed": elapsed}
                     if val_now is not None:
                         record["val_loss"] = {d: float(v[i]) for d, v in val_now.items()}
                     log.write(record)
