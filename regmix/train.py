@@ -32,6 +32,8 @@ from regmix.data import MixtureBatches, load_mixture, sidecar, validation_window
 from regmix.io import code_version, fingerprint, provenance, write_json
 from regmix.model import StackedLlama, flops_per_token, hf_config, parameter_counts, per_model_clip_, resolve_architecture
 
+HYPER_PARAMETERS = ("steps", "warmup_steps", "lr", "min_lr", "schedule", "global_batch", "micro_batch", "weight_decay",
+                   "beta1", "beta2", "grad_clip", "eval_every", "val_windows", "log_every", "checkpoint_every")
 # settings that change how a run executes but not what it computes: a resume ignores them
 RUNTIME_KEYS = ("device", "threads", "compile", "log_every", "checkpoint_every", "pack_size", "save_model")
 
@@ -165,6 +167,9 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     if len(mixture_paths) != len(out_dirs) or not mixture_paths:
         raise ValueError(f"{len(mixture_paths)} mixture(s) but {len(out_dirs)} output dir(s): need one per mixture")
     hp, domains, seed = settings[stage], list(settings["domains"]), int(settings["seed"])
+    missing = [key for key in HYPER_PARAMETERS if key not in hp]
+    if missing:
+        raise ConfigError(f"settings key {stage!r}: missing {missing} (expected regmix.config.stage_settings(config, {stage!r}))")
     out_dirs = [Path(d) for d in out_dirs]
     world, rank, local_rank = _distributed()
     device = resolve_device(hp.get("device", "auto"), local_rank)
