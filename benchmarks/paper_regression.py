@@ -5,7 +5,7 @@ only), scores it on the 256 unseen test runs (Spearman/Pearson x100, RMSE, 95%
 bootstrap CIs), times the choice over 1,000,000 Dirichlet(prior) candidates, and
 compares the chosen mixture with the paper's named 1B mixtures.
 
-    python benchmarks/paper_regression.py [--data DIR] [--samples 1000000] [--regressors gp lightgbm linear]
+    python benchmarks/paper_regression.py [--data DIR] [--samples 1000000] [--regressors ensemble gp lightgbm linear]
 """
 
 from __future__ import annotations

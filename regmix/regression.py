@@ -13,6 +13,7 @@ Regressors (`REGRESSORS`):
   respond roughly logarithmically to a domain's share, so the log features make the
   response smooth; kernel scales, noise and eps are chosen by the marginal likelihood
   of the training rows. Best on the paper's data (benchmarks/paper_regression.py).
+- `ensemble`: w * gp + (1 - w) * lightgbm, w chosen by k-fold CV on the training rows.
 """
 
 from __future__ import annotations
@@ -319,7 +320,42 @@ class GPMixtureRegressor:
         return out * self.y_std + self.y_mean
 
 
-REGRESSORS = {cls.name: cls for cls in (LinearMixtureRegressor, LightGBMMixtureRegressor, GPMixtureRegressor)}
+class GPLightGBMEnsembleRegressor:
+    """w * gp + (1 - w) * lightgbm, w on a grid chosen by k-fold CV on the training rows.
+
+    Each member picks its own hyper-parameters inside every fold (honest out-of-fold
+    predictions); the w with the lowest out-of-fold squared error is kept and both
+    members are refitted on all rows.
+    """
+
+    name = "ensemble"
+    weight_grid = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> "GPLightGBMEnsembleRegressor":
+        folds = min(folds, len(y))
+        out_of_fold = {name: np.empty(len(y)) for name in ("gp", "lightgbm")}
+        for train, held in _kfold(len(y), folds, seed):
+            for name, predictions in out_of_fold.items():
+                predictions[held] = make_regressor(name).fit(X[train], y[train], folds, seed).predict(X[held])
+        errors = [float(np.mean((w * out_of_fold["gp"] + (1 - w) * out_of_fold["lightgbm"] - y) ** 2)) for w in self.weight_grid]
+        self.gp_weight = float(self.weight_grid[int(np.argmin(errors))])
+        # a member with zero weight is neither refitted nor evaluated
+        self.members = {name: make_regressor(name).fit(X, y, folds, seed)
+                        for name, w in (("gp", self.gp_weight), ("lightgbm", 1 - self.gp_weight)) if w > 0}
+        self.hyperparameters = {
+            "gp_weight": self.gp_weight,
+            "cv_mse_by_gp_weight": dict(zip(map(float, self.weight_grid), errors)),
+            **{f"{name}": member.hyperparameters for name, member in self.members.items()},
+        }
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        weights = {"gp": self.gp_weight, "lightgbm": 1 - self.gp_weight}
+        return sum(weights[name] * member.predict(X) for name, member in self.members.items())
+
+
+REGRESSORS = {cls.name: cls for cls in (LinearMixtureRegressor, LightGBMMixtureRegressor, GPMixtureRegressor,
+                                        GPLightGBMEnsembleRegressor)}
 
 
 def make_regressor(name: str):

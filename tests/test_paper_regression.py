@@ -3,13 +3,24 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from regmix.choose import choose, read_mixture_file
 from regmix.regression import fit_model, read_swarm_csvs, regression_defaults, score, target_values
 
 DATA = Path(os.environ.get("REGMIX_PAPER_DATA", Path(__file__).resolve().parents[2] / "shared" / "paper-data"))
 TARGET = "metric/the_pile_pile_cc_val_loss"
 PAPER_LIGHTGBM_SPEARMAN = 98.45
+# token shares of the Pile domains (the paper's README), the Dirichlet prior of the choice
+PRIOR = {
+    "arxiv": 0.113285273, "freelaw": 0.079608651, "nih_exporter": 0.003913491, "pubmed_central": 0.185375901,
+    "wikipedia_en": 0.051081359, "dm_mathematics": 0.015962925, "github": 0.101750772, "philpapers": 0.003707518,
+    "stackexchange": 0.066529351, "enron_emails": 0.001750772, "gutenberg_pg_19": 0.027085479,
+    "pile_cc": 0.236869207, "ubuntu_irc": 0.01184346, "europarl": 0.007929969, "hackernews": 0.008032956,
+    "pubmed_abstracts": 0.038825953, "uspto_backgrounds": 0.046446962,
+}
+NAMED = ("regmix", "doremi", "human", "pile_cc_only")
 
 pytestmark = [
     pytest.mark.paper,
@@ -17,12 +28,27 @@ pytestmark = [
 ]
 
 
-def test_default_regressor_beats_the_papers_lightgbm_on_unseen_runs():
+@pytest.fixture(scope="module")
+def default_model():
     train_mix, train_loss = read_swarm_csvs(DATA / "train_mixture_1m.csv", DATA / "train_pile_loss_1m.csv")
-    test_mix, test_loss = read_swarm_csvs(DATA / "test_mixture_1m.csv", DATA / "test_pile_loss_1m.csv")
-    assert (len(train_mix), len(test_mix)) == (512, 256)
+    assert len(train_mix) == 512
     defaults = regression_defaults()
     # fitted on training rows only: the test rows are read after the model is final
-    model = fit_model(train_mix, train_loss, TARGET, defaults["regressor"], defaults["cv_folds"], defaults["seed"])
-    result = score(target_values(test_loss, TARGET), model.predict_frame(test_mix), bootstrap=0)
+    return fit_model(train_mix, train_loss, TARGET, defaults["regressor"], defaults["cv_folds"], defaults["seed"])
+
+
+def test_default_regressor_beats_the_papers_lightgbm_on_unseen_runs(default_model):
+    test_mix, test_loss = read_swarm_csvs(DATA / "test_mixture_1m.csv", DATA / "test_pile_loss_1m.csv")
+    assert len(test_mix) == 256
+    result = score(target_values(test_loss, TARGET), default_model.predict_frame(test_mix), bootstrap=0)
     assert result["spearman"]["value"] >= PAPER_LIGHTGBM_SPEARMAN
+
+
+def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(default_model):
+    prior = {f"train_the_pile_{d}": v for d, v in PRIOR.items()}
+    chosen, _, _ = choose(default_model, prior, samples=1_000_000, top_k=100, seed=0, max_epochs=15)
+    weights = np.array([chosen["weights"][d] for d in default_model.domains])
+    assert abs(weights.sum() - 1) < 1e-6 and (weights <= np.minimum(15 * np.array(list(prior.values())), 1) + 1e-9).all()
+    for name in NAMED:
+        named = read_mixture_file(DATA / "config_1b" / f"{name}.yaml", default_model.domains)
+        assert chosen["predicted_target"] <= default_model.predict_mapping(named) + 1e-9, name

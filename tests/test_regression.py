@@ -51,6 +51,22 @@ def test_nonlinear_regressors_rank_held_out_rows_from_24_rows(regressor):
         assert model.regressor.hyperparameters["min_data_in_leaf"] < 20
 
 
+def test_ensemble_weight_is_chosen_by_cv_and_combines_its_members():
+    mixtures, losses = swarm(40)
+    model = fit_model(mixtures, losses, "docs", "ensemble", folds=4, seed=0)
+    ensemble = model.regressor
+    errors = ensemble.hyperparameters["cv_mse_by_gp_weight"]
+    # the kept weight is the grid point with the lowest out-of-fold error
+    assert ensemble.gp_weight == min(errors, key=errors.get)
+    # on a smooth log-law the GP member should carry most of the weight
+    assert ensemble.gp_weight >= 0.5
+    test, _ = swarm(15, seed=3)
+    X = test.to_numpy()
+    expected = sum(w * ensemble.members[name].predict(X) if name in ensemble.members else 0.0
+                   for name, w in (("gp", ensemble.gp_weight), ("lightgbm", 1 - ensemble.gp_weight)))
+    np.testing.assert_allclose(model.predict_frame(test), expected)
+
+
 def test_cross_validation_is_out_of_fold():
     mixtures, losses = swarm(30)
     X, y = mixtures.to_numpy(), losses["docs"].to_numpy()
