@@ -6,6 +6,7 @@ import re
 import pytest
 import yaml
 
+from regmix.config import load_config
 from tests.cluster import GPU_RULE, NO_CONTAINER, by_rule, copy_cluster_workflow, parse_dry_run, profile
 from tests.conftest import REPO_DIR, run_snakemake
 
@@ -69,13 +70,14 @@ def test_job_counts(paper_jobs):
     for rule in ("train_tokenizer", "compute_prior", "synthesize_mixtures", "collect_proxy_results",
                  "fit_regression", "choose_mixture", "summarize", "build_database"):
         assert len(paper_jobs[rule]) == 1, rule
-    # the paper's data comes from the hub and its tasks from lm-eval's registry
-    assert "build_demo_corpus" not in paper_jobs and "make_eval_tasks" not in paper_jobs
+    # the paper's tasks come from lm-eval's registry, not from held-out documents
+    assert "make_eval_tasks" not in paper_jobs
 
 
 def test_selection_settings_reach_the_commands(paper_jobs):
     (fit,) = paper_jobs["fit_regression"]
-    assert "--target pile_cc" in fit.shell and "--regressor lightgbm" in fit.shell
+    regressor = load_config(REPO_DIR / "config" / "paper.yaml")["regression"]["regressor"]
+    assert "--target pile_cc" in fit.shell and f"--regressor {regressor}" in fit.shell
     (choose,) = paper_jobs["choose_mixture"]
     assert "--samples 1000000" in choose.shell and "--top-k 100" in choose.shell
     assert "--train-tokens 25000148992" in choose.shell
@@ -107,7 +109,9 @@ def test_cpu_stages_ask_for_no_gpu_and_the_profiles_resources(paper_jobs):
         want = {**defaults, **per_rule.get(rule, {})}
         for job in paper_jobs[rule]:
             assert "gpu" not in job.resources and "gpu_model" not in job.resources, rule
-            assert _ints(job, "mem_mb", "runtime", "cpus_per_task") == {k: want[k] for k in ("mem_mb", "runtime", "cpus_per_task")}, rule
+            assert _ints(job, "mem_mb", "runtime") == {k: want[k] for k in ("mem_mb", "runtime")}, rule
+            # Slurm's --cpus-per-task is then the rule's threads
+            assert "cpus_per_task" not in job.resources, rule
             assert job.resources["slurm_extra"] == "--signal=TERM@300", rule
 
 

@@ -19,7 +19,7 @@ from tests.conftest import run_snakemake
 pytestmark = pytest.mark.slow
 
 CANDIDATES = {"regmix", "prior", "uniform", "prose_heavy"}
-UPSTREAM_OF_PROXIES = {"build_demo_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures"}
+UPSTREAM_OF_PROXIES = {"build_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures"}
 
 
 @contextlib.contextmanager
@@ -97,7 +97,7 @@ def test_tokenization_code_change_retokenizes_but_keeps_corpus_and_tokenizer(mic
     assert len(jobs["tokenize_domain"]) == 12  # 6 domains x 2 splits
     assert all("tokenization.py" in job.reason for job in jobs["tokenize_domain"])
     assert {"compute_prior", "synthesize_mixtures", "train_proxies_pack_0000", "fit_regression"} <= set(jobs)
-    assert_untouched(jobs, {"build_demo_corpus", "train_tokenizer"})
+    assert_untouched(jobs, {"build_corpus", "train_tokenizer"})
 
 
 def test_evaluation_code_change_reevaluates_without_retraining(micro_run):
