@@ -21,9 +21,10 @@ from torch import nn
 RMS_NORM_EPS = 1e-5
 ROPE_THETA = 10000.0
 INIT_STD = 0.02
-# logits the loss holds at once, in elements (tokens x vocab): a few MB keeps a CPU's
-# caches warm; on a GPU ~1 GB keeps the matmuls large (the 50k-vocabulary proxies)
-LOSS_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}
+# logits the loss holds at once, in elements (tokens x vocab). Each chunk also makes one
+# pass over the output head's gradient, so chunks must not be small: 128 MB of float32
+# logits on a CPU (~650 tokens at a 50k vocabulary), ~1 GB on a GPU
+LOSS_CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 28}
 
 ARCH_KEYS = ("n_layers", "n_heads", "hidden_size", "intermediate_size", "seq_len", "vocab_size")
 
