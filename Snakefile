@@ -24,6 +24,7 @@ include: "rules/results.smk"
 
 
 container: config["container"]
+conda: "envs/regmix.yaml"
 
 
 rule all:
