@@ -112,7 +112,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     args = [
         *base_args,
         "--groups", *[f"{rule}={group}" for group, rules in GROUPS.items() for rule in rules],
-        "--group-components", "proxies=2",
+        # as the profile: one pack per submission (proxy.pack_size sets proxies per job)
+        "--group-components", "proxies=1",
         # a group job's jobs run side by side up to these limits (per submission)
         "--resources", "cpus_per_task=2", "mem_mb=8000", "--set-resource-scopes", "cpus_per_task=local",
         "--default-resources", *_sized_defaults(),
@@ -163,10 +164,10 @@ def test_gpu_rules_were_submitted_with_gpus(slurm_run):
         else:
             assert gpus is None, (rules, call)
         assert "--signal=TERM@300" in call  # the profile's time-limit warning reaches sbatch
-    # the two proxy packs travelled together and asked for one GPU each
-    (proxy_sub,) = [s for s in subs if any(r.startswith("train_proxies_pack_") for r in s[1])]
-    assert sorted(proxy_sub[1]) == ["train_proxies_pack_0000", "train_proxies_pack_0001"]
-    assert "--gpus=2" in proxy_sub[2]
+    # each proxy pack (K proxies in one process) is one submission with one GPU
+    proxy_subs = [s for s in subs if any(r.startswith("train_proxies_pack_") for r in s[1])]
+    assert sorted(r for s in proxy_subs for r in s[1]) == ["train_proxies_pack_0000", "train_proxies_pack_0001"]
+    assert all("--gpus=1" in s[2] for s in proxy_subs)
     # Slurm itself recorded the GPU requests (accounting), and every job completed
     ids = ",".join(job_id for job_id, _, _ in subs)
     sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobIDRaw,State,ReqTRES"], capture_output=True, text=True, timeout=60)
