@@ -125,6 +125,9 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     # jobs inherit the environment (sbatch --export=ALL): run the copy's regmix code
     os.environ["PYTHONPATH"] = str(workdir)
     try:
+        # job ids restart with each throw-away cluster while its accounting database
+        # may remember earlier runs: ask sacct only about jobs from now on
+        since = time.strftime("%Y-%m-%dT%H:%M:%S")
         started = time.monotonic()
         proc = run_snakemake(workdir, *args, timeout=RUN_TIMEOUT_S)
         seconds = time.monotonic() - started
@@ -135,7 +138,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     if proc.returncode != 0:
         job_logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")))
         pytest.fail(f"snakemake --profile slurm exited {proc.returncode} after {seconds:.0f} s:\n{log[-4000:]}\n{job_logs[-6000:]}")
-    return {"workdir": workdir, "log": log, "seconds": seconds, "base_args": base_args, "config": config}
+    return {"workdir": workdir, "log": log, "seconds": seconds, "base_args": base_args, "config": config, "since": since}
 
 
 def _submissions(log):
@@ -170,7 +173,7 @@ def test_gpu_rules_were_submitted_with_gpus(slurm_run):
     assert all("--gpus=1" in s[2] for s in proxy_subs)
     # Slurm itself recorded the GPU requests (accounting), and every job completed
     ids = ",".join(job_id for job_id, _, _ in subs)
-    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobIDRaw,State,ReqTRES"], capture_output=True, text=True, timeout=60)
+    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", slurm_run["since"], "-j", ids, "-o", "JobIDRaw,State,ReqTRES"], capture_output=True, text=True, timeout=60)
     rows = {line.split("|")[0]: line.split("|") for line in sacct.stdout.splitlines() if line}
     for job_id, rules, _ in subs:
         assert job_id in rows, f"sacct does not know job {job_id}"
