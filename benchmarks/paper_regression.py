@@ -19,28 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from regmix.choose import choose, read_mixture_file
+from regmix.paper import NAMED, TARGET, data_dir, prior_by_column
 from regmix.regression import REGRESSORS, fit_model, plot_pred_vs_true, read_swarm_csvs, regression_defaults, score, target_values
 
-REPO = Path(__file__).resolve().parents[1]
-TARGET = "metric/the_pile_pile_cc_val_loss"
 PAPER_SPEARMAN = {"lightgbm": 98.45, "linear": 90.08}
-# token shares of the Pile domains (paper's README facts), in column order
-PRIOR = {
-    "arxiv": 0.113285273, "freelaw": 0.079608651, "nih_exporter": 0.003913491, "pubmed_central": 0.185375901,
-    "wikipedia_en": 0.051081359, "dm_mathematics": 0.015962925, "github": 0.101750772, "philpapers": 0.003707518,
-    "stackexchange": 0.066529351, "enron_emails": 0.001750772, "gutenberg_pg_19": 0.027085479,
-    "pile_cc": 0.236869207, "ubuntu_irc": 0.01184346, "europarl": 0.007929969, "hackernews": 0.008032956,
-    "pubmed_abstracts": 0.038825953, "uspto_backgrounds": 0.046446962,
-}
-NAMED = ("regmix", "doremi", "human", "pile_cc_only")
-
-
-def paper_data_dir() -> Path:
-    return Path(os.environ.get("REGMIX_PAPER_DATA", REPO.parent / "shared" / "paper-data"))
-
-
-def paper_prior() -> dict[str, float]:
-    return {f"train_the_pile_{d}": v for d, v in PRIOR.items()}
 
 
 def load_paper(data: Path):
@@ -55,7 +37,7 @@ def fmt(metric: dict, digits: int) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=paper_data_dir())
+    parser.add_argument("--data", type=Path, default=data_dir())
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--regressors", nargs="*", default=sorted(REGRESSORS))
@@ -67,7 +49,7 @@ def main(argv: list[str]) -> int:
     default = regression_defaults()["regressor"]
     (train_mix, train_loss), (test_mix, test_loss) = load_paper(args.data)
     y_test = target_values(test_loss, TARGET)
-    prior = paper_prior()
+    prior = prior_by_column()
     named = {n: read_mixture_file(args.data / "config_1b" / f"{n}.yaml", list(train_mix.columns)) for n in NAMED}
     paper_regmix = np.array(list(named["regmix"].values()))
 

@@ -1,26 +1,15 @@
 """The default regressor on the RegMix paper's released runs (skipped without the data)."""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from regmix.choose import choose, read_mixture_file
+from regmix.paper import NAMED, TARGET, data_dir, prior_by_column
 from regmix.regression import fit_model, read_swarm_csvs, regression_defaults, score, target_values
 
-DATA = Path(os.environ.get("REGMIX_PAPER_DATA", Path(__file__).resolve().parents[2] / "shared" / "paper-data"))
-TARGET = "metric/the_pile_pile_cc_val_loss"
+DATA = data_dir()
 PAPER_LIGHTGBM_SPEARMAN = 98.45
-# token shares of the Pile domains (the paper's README), the Dirichlet prior of the choice
-PRIOR = {
-    "arxiv": 0.113285273, "freelaw": 0.079608651, "nih_exporter": 0.003913491, "pubmed_central": 0.185375901,
-    "wikipedia_en": 0.051081359, "dm_mathematics": 0.015962925, "github": 0.101750772, "philpapers": 0.003707518,
-    "stackexchange": 0.066529351, "enron_emails": 0.001750772, "gutenberg_pg_19": 0.027085479,
-    "pile_cc": 0.236869207, "ubuntu_irc": 0.01184346, "europarl": 0.007929969, "hackernews": 0.008032956,
-    "pubmed_abstracts": 0.038825953, "uspto_backgrounds": 0.046446962,
-}
-NAMED = ("regmix", "doremi", "human", "pile_cc_only")
 
 pytestmark = [
     pytest.mark.paper,
@@ -45,7 +34,7 @@ def test_default_regressor_beats_the_papers_lightgbm_on_unseen_runs(default_mode
 
 
 def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(default_model):
-    prior = {f"train_the_pile_{d}": v for d, v in PRIOR.items()}
+    prior = prior_by_column()
     chosen, _, _ = choose(default_model, prior, samples=1_000_000, top_k=100, seed=0, max_epochs=15)
     weights = np.array([chosen["weights"][d] for d in default_model.domains])
     assert abs(weights.sum() - 1) < 1e-6 and (weights <= np.minimum(15 * np.array(list(prior.values())), 1) + 1e-9).all()
