@@ -76,3 +76,29 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "atlantis" in proc.stderr and "large.named.mine" in proc.stderr
     assert not (workdir / "results").exists()
+
+
+def test_report_shows_every_figure_and_the_archive_verifies(micro_run):
+    from regmix.plots import FIGURES
+
+    report = micro_run / "results" / "report.html"
+    proc = run_snakemake(micro_run, "--configfile", "config/micro.yaml", "--report", str(report), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name, (category, _) in FIGURES.items():
+        assert name in html, name
+        assert category in html, category
+
+    proc = run_snakemake(micro_run, "archive", "--cores", "1", "--configfile", "config/micro.yaml", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    archive = micro_run / "results" / "archive" / "regmix-run.tar.gz"
+    import subprocess
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("report.html") for n in names)
+    assert any(n.endswith("regmix.duckdb") for n in names)
+    assert any(n.endswith("MANIFEST.sha256") for n in names)
+    verify = subprocess.run(["regmix", "verify-archive", str(archive)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
