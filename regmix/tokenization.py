@@ -24,7 +24,9 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -212,6 +214,29 @@ class LimitSampler:
 
 # --------------------------------------------------------------------------- tokenize
 
+class ProgressLine:
+    """A periodic line in the rule's log: documents, MB, tokens and their rates so far."""
+
+    def __init__(self, label: str, every_seconds: float = 10.0):
+        self.label, self.every = label, every_seconds
+        self.start = self.last = time.monotonic()
+        self.documents = self.bytes = self.tokens = 0
+
+    def update(self, documents: int, nbytes: int, tokens: int) -> None:
+        self.documents += documents
+        self.bytes += nbytes
+        self.tokens += tokens
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            elapsed = now - self.start
+            print(
+                f"[{self.label}] {self.documents:,} documents, {self.bytes / 1e6:,.1f} MB, {self.tokens:,} tokens "
+                f"({self.bytes / 1e6 / elapsed:,.2f} MB/s, {self.tokens / elapsed:,.0f} tokens/s)",
+                file=sys.stderr, flush=True,
+            )
+
+
 def tokenize_split(
     settings: dict, corpus_dir: str | Path | None, tokenizer_dir: str | Path, domain: str, split: str,
     out_path: str | Path, min_tokens: int = 0,
@@ -236,7 +261,9 @@ def tokenize_split(
             texts, str(tokenizer_dir / "tokenizer.json"), eos_id, dtype, data["workers"], data["batch_bytes"], source_hash
         )
         order = 0
+        progress = ProgressLine(f"{domain}/{split}")
         for batch, sizes, tokens, lengths in stream:
+            progress.update(len(batch), sum(sizes), len(tokens))
             if sampler is None:
                 writer.write(tokens)
                 documents += len(batch)

@@ -203,3 +203,15 @@ def test_prior_and_token_counts_from_sidecars(setup, tmp_path, capsys):
     (tmp_path / "data" / "arithmetic" / "valid.json").unlink()
     assert cli.main(argv) == 1
     assert "domain 'arithmetic'" in capsys.readouterr().err
+
+
+def test_progress_line_reports_counts_and_rates(capsys):
+    from regmix.tokenization import ProgressLine
+
+    progress = ProgressLine("code/train", every_seconds=0.0)
+    progress.update(3, 2_000_000, 500_000)
+    progress.update(2, 1_000_000, 250_000)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[-1].startswith("[code/train] 5 documents, 3.0 MB, 750,000 tokens")
+    assert "MB/s" in lines[-1] and "tokens/s" in lines[-1]
