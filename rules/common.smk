@@ -73,3 +73,15 @@ def final_outputs():
         f"{R}/regmix.duckdb",
         *FIGURES,
     ]
+
+
+def candidate_inputs(wildcards):
+    """The chosen mixture is an input of the `regmix` candidate only."""
+    inputs = {
+        "prior": f"{R}/data/prior.yaml",
+        "counts": f"{R}/data/token_counts.json",
+        "code": code_files("candidates"),
+    }
+    if wildcards.candidate == "regmix":
+        inputs["chosen"] = f"{R}/chosen/regmix.yaml"
+    return inputs

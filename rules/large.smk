@@ -1,17 +1,6 @@
 # Stage 9: large models on each candidate mixture (the chosen one and the baselines).
 
 
-def candidate_inputs(wildcards):
-    inputs = {
-        "prior": f"{R}/data/prior.yaml",
-        "counts": f"{R}/data/token_counts.json",
-        "code": code_files("candidates"),
-    }
-    if wildcards.candidate == "regmix":
-        inputs["chosen"] = f"{R}/chosen/regmix.yaml"
-    return inputs
-
-
 rule write_candidate:
     input:
         unpack(candidate_inputs),
