@@ -8,6 +8,7 @@ Every error names the offending key and value.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from pathlib import Path
@@ -58,12 +59,24 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed_yaml(path: Path, mtime_ns: int) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _read_config_yaml(name: str) -> dict:
+    """A file of the config folder, parsed once per process (a Snakefile asks for the
+    model architectures once per rule); a copy, so callers may change it."""
+    path = config_dir() / name
+    return copy.deepcopy(_parsed_yaml(path, path.stat().st_mtime_ns))
+
+
 def load_schema() -> dict:
-    return yaml.safe_load((config_dir() / "schema.yaml").read_text())
+    return _read_config_yaml("schema.yaml")
 
 
 def load_models() -> dict:
-    return yaml.safe_load((config_dir() / "models.yaml").read_text())
+    return _read_config_yaml("models.yaml")
 
 
 def validate_config(config: dict | None) -> dict:
