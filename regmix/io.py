@@ -7,6 +7,7 @@ a temporary name in the same directory and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -85,8 +86,10 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus the git commit of the checkout, when there is one."""
+    """Package version plus the git commit of the checkout, when there is one: the code
+    this process started with (asked once, not once per output)."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(PACKAGE_DIR), "rev-parse", "--short=12", "HEAD"],
