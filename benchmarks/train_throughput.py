@@ -177,6 +177,14 @@ def main() -> None:
         s1, sp = best[f"regmix K=1 micro {args.small_micro}"][key], best[f"regmix K={args.pack} micro {args.small_micro}"][key]
         print(f"; at micro-batch {args.small_micro}: K={args.pack} / K=1 = {sp / s1:.2f}x", end="")
     print()
+    # No trainer can beat the measured matmul peak on the model's FLOPs, so a run at MFU m
+    # can be sped up at most 1/m times: that bounds every ratio above.
+    ceiling = peak / flops
+    print(f"ceiling at 100% of the measured peak: {ceiling:,.0f} {unit}; the most any trainer could gain is "
+          f"{ceiling / k1:.2f}x over regmix K=1", end="")
+    if not args.skip_trainer:
+        print(f" and {ceiling / best['HF Trainer'][key]:.2f}x over the HF Trainer", end="")
+    print()
 
 
 if __name__ == "__main__":
