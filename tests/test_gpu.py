@@ -43,9 +43,9 @@ def test_bf16_fused_path_on_gpu_tracks_cpu_float32():
     """bf16 autocast, flash SDPA and fused AdamW on the GPU follow the CPU float32 run."""
     gpu, cpu = _train("cuda", compiled=False), _train("cpu", compiled=False)
     assert gpu[-1].max() < gpu[0].min() - 1.0  # it learns
-    np.testing.assert_allclose(gpu, cpu, rtol=0.03)
+    np.testing.assert_allclose(gpu, cpu, rtol=0.05)
 
 
 def test_compiled_gpu_path_matches_eager_gpu():
     eager, compiled = _train("cuda", compiled=False), _train("cuda", compiled=True)
-    np.testing.assert_allclose(compiled, eager, rtol=0.02)
+    np.testing.assert_allclose(compiled, eager, rtol=0.03)
