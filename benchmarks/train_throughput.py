@@ -78,7 +78,6 @@ def ours(arch: dict, k: int, batch: int, micro: int, steps: int, warmup: int, de
 
 def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, device, dtype) -> tuple[float, float]:
     """Tokens/s of transformers.Trainer on LlamaForCausalLM, same config and batch."""
-    from datasets import Dataset
     from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
@@ -89,7 +88,8 @@ def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, devi
     rng = np.random.default_rng(0)
     total = warmup + steps
     ids = rng.integers(0, arch["vocab_size"], size=(total * batch, arch["seq_len"]))
-    dataset = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    # a plain list of examples (what a torch Dataset yields), so `datasets` is not needed
+    dataset = [{"input_ids": row, "labels": row} for row in torch.from_numpy(ids)]
     times = {}
 
     class Clock(TrainerCallback):

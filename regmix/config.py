@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -36,6 +35,10 @@ class ConfigError(ValueError):
 
 
 def _validator_with_defaults(schema: dict):
+    # imported here: the trainer reads model configs through this module on GPU nodes
+    # whose image may hold no jsonschema
+    import jsonschema
+
     base = jsonschema.Draft202012Validator
 
     def set_defaults(validator, properties, instance, schema_):
