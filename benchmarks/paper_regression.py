@@ -6,6 +6,7 @@ bootstrap CIs), times the choice over 1,000,000 Dirichlet(prior) candidates, and
 compares the chosen mixture with the paper's named 1B mixtures.
 
     python benchmarks/paper_regression.py [--data DIR] [--samples 1000000] [--regressors ensemble gp lightgbm linear]
+                                          [--fit-seeds 0 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--regressors", nargs="*", default=sorted(REGRESSORS))
     parser.add_argument("--plot-dir", type=Path, help="write test_pred_vs_true_<regressor>.png (the 256 unseen runs) here")
+    parser.add_argument("--fit-seeds", type=int, nargs="*", default=[],
+                        help="also refit with these seeds (CV split and model seed) and print how the choice moves")
     args = parser.parse_args(argv)
     if not (args.data / "train_mixture_1m.csv").is_file():
         print(f"paper data not found under {args.data}", file=sys.stderr)
@@ -91,6 +94,20 @@ def main(argv: list[str]) -> int:
         best = all(ours <= v + 1e-9 for v in named_pred.values())
         print(f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
               + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED) + f"  {'yes' if best else 'NO'}")
+    if args.fit_seeds:
+        print(f"\nStability over fit seeds {args.fit_seeds} (choice seed 0): Spearman / L1 to paper / pile_cc / "
+              "chosen predicted no worse than the named mixtures")
+        for name in args.regressors:
+            cells = []
+            for fit_seed in args.fit_seeds:
+                model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=fit_seed)
+                spearman = score(y_test, model.predict_frame(test_mix), bootstrap=0)["spearman"]["value"]
+                chosen, _, _ = choose(model, prior, args.samples, args.top_k, seed=0, max_epochs=15)
+                weights = np.array(list(chosen["weights"].values()))
+                best = all(chosen["predicted_target"] <= model.predict_mapping(w) + 1e-9 for w in named.values())
+                cells.append(f"{spearman:.2f}/{np.abs(weights - paper_regmix).sum():.3f}/"
+                             f"{chosen['weights']['train_the_pile_pile_cc']:.3f}/{'y' if best else 'N'}")
+            print(f"{name:<10} " + "  ".join(cells))
     return 0
 
 
