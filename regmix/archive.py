@@ -22,6 +22,7 @@ import zlib
 from pathlib import Path
 
 from regmix import io
+from regmix.config import parse_settings
 
 MANIFEST = "MANIFEST.sha256"
 PROVENANCE = "PROVENANCE.json"
@@ -183,7 +184,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report", help="Snakemake HTML report (R/report.html), packed when it exists")
     parser.add_argument("--lock", help="resolved dependency lock (requirements.lock), packed when it exists")
     args = parser.parse_args(argv)
-    manifest = build_archive(json.loads(args.settings), args.results, args.config, args.out, args.report, args.lock)
+    manifest = build_archive(parse_settings(args.settings), args.results, args.config, args.out, args.report, args.lock)
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out}: {len(manifest)} files, {size / 1e6:.2f} MB")
     return 0

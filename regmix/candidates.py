@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
 import numpy as np
 
 from regmix import io
-from regmix.config import check_weights
+from regmix.config import check_weights, parse_settings
 from regmix.mixtures import read_prior, read_token_counts, stage_rng, synthesize
 
 RANDOM_NAME = re.compile(r"^random_(\d{3})$")
@@ -50,7 +49,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token-counts", help="token_counts.json (epoch cap of random_NNN draws)")
     parser.add_argument("--out", required=True, help="output YAML {name, weights, source}")
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings)
+    settings = parse_settings(args.settings)
     domains = settings["domains"]
     prior = read_prior(args.prior, domains)
     counts = read_token_counts(args.token_counts, domains) if args.token_counts else None

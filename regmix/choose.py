@@ -10,7 +10,6 @@ per-domain upper bound on the weight (a convex set).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from regmix import io
+from regmix.config import parse_settings
 from regmix.mixtures import epochs_needed, read_prior, read_token_counts, stage_rng, weight_caps
 from regmix.regression import FittedModel, load_model
 
@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--settings", help="stage settings JSON (stage_settings(config, 'choose'))")
     args = parser.parse_args(argv)
 
-    settings = json.loads(args.settings) if args.settings else {}
+    settings = parse_settings(args.settings) if args.settings else {}
     section = settings.get("choose", {})
     samples = args.samples if args.samples is not None else section.get("samples")
     top_k = args.top_k if args.top_k is not None else section.get("top_k")

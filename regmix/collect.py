@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from regmix import io
+from regmix.config import parse_settings
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
@@ -473,7 +474,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="database file (R/regmix.duckdb)")
     parser.add_argument("--parquet-dir", help="directory for one Parquet file per table and view (R/db)")
     args = parser.parse_args(argv)
-    counts = build_database(json.loads(args.settings), args.results, args.out, args.parquet_dir)
+    counts = build_database(parse_settings(args.settings), args.results, args.out, args.parquet_dir)
     for name, rows in counts.items():
         print(f"{name:28s} {rows:8d} rows")
     return 0

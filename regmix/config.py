@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,17 @@ def config_dir() -> Path:
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key and the value."""
+
+
+def parse_settings(text: str) -> dict:
+    """A command's `--settings` JSON (a stage's settings), or a ConfigError naming it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--settings is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--settings must be a JSON object")
+    return value
 
 
 def _validator_with_defaults(schema: dict):

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from regmix import io, sources
+from regmix.config import parse_settings
 
 DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
 MAX_DOCUMENT_BYTES = 100_000  # bigger files are mostly generated data tables, not text
@@ -456,7 +457,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'corpus')")
     parser.add_argument("--out", required=True, help="corpus folder (R/corpus)")
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings)
+    settings = parse_settings(args.settings)
     source = settings["data"]["source"]
     if source["kind"] == "huggingface" and source["materialize"]:
         manifest = materialize_dataset(settings, args.out)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from regmix import io, sources
 from regmix.collect import replace_dir
+from regmix.config import parse_settings
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -215,7 +216,7 @@ def make_tasks_main(argv: list[str]) -> int:
     parser.add_argument("--corpus", required=True, help="corpus directory (R/corpus)")
     parser.add_argument("--out", required=True, help="task directory (R/eval_tasks)")
     args = parser.parse_args(argv)
-    index = make_tasks(json.loads(args.settings), args.corpus, args.out)
+    index = make_tasks(parse_settings(args.settings), args.corpus, args.out)
     print(f"wrote {len(index['tasks'])} tasks to {args.out}: {', '.join(index['tasks'])}")
     return 0
 
@@ -326,7 +327,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="result JSON (R/eval/C.json)")
     parser.add_argument("--samples-out", help="per-sample JSONL log (needed when evaluate.log_samples)")
     args = parser.parse_args(argv)
-    output = evaluate(json.loads(args.settings), args.model, args.tasks, args.out, args.tokenizer, args.samples_out)
+    output = evaluate(parse_settings(args.settings), args.model, args.tasks, args.out, args.tokenizer, args.samples_out)
     for shots, run in output["runs"].items():
         for task, metrics in sorted(run["results"].items()):
             shown = {k.split(",")[0]: v for k, v in metrics.items() if "," in k and "stderr" not in k}

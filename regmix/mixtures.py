@@ -10,7 +10,6 @@ are dropped from the pool, then `count` rows are sampled from it (seeded).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import zlib
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from regmix import io
+from regmix.config import parse_settings
 
 # rounds of pool drawing before giving up on a too-tight epoch cap
 MAX_POOL_ROUNDS = 50
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token-counts", help="token_counts.json; without it the cap is min(max_epochs x prior, 1)")
     parser.add_argument("--out", required=True, help="output directory (mix_XXXX.yaml + mixtures.csv)")
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings)
+    settings = parse_settings(args.settings)
     domains = settings["domains"]
     prior = read_prior(args.prior, domains)
     counts = read_token_counts(args.token_counts, domains) if args.token_counts else None

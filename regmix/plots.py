@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from regmix import io
+from regmix.config import parse_settings
 
 # file name -> (report category, caption file under report/); the Snakemake rule wraps
 # each in report(...) so the HTML report shows it in its stage's category
@@ -251,6 +252,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--db", required=True, help="results database (R/regmix.duckdb)")
     parser.add_argument("--out-dir", required=True, help="figure directory (R/figures)")
     args = parser.parse_args(argv)
-    for path in draw_all(json.loads(args.settings), args.db, args.out_dir):
+    for path in draw_all(parse_settings(args.settings), args.db, args.out_dir):
         print(path)
     return 0

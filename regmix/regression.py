@@ -19,7 +19,6 @@ Regressors (`REGRESSORS`):
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from regmix import io
-from regmix.config import load_schema
+from regmix.config import load_schema, parse_settings
 
 MODEL_FILE = "model.pkl"
 # rows of one GP kernel block when predicting (bounds memory: rows x train rows x 8 bytes)
@@ -510,7 +509,7 @@ def fit_main(argv: list[str]) -> int:
 
     settings = regression_defaults()
     if args.settings:
-        settings.update(json.loads(args.settings).get("regression", {}))
+        settings.update(parse_settings(args.settings).get("regression", {}))
     regressor = args.regressor or settings["regressor"]
     target = args.target or settings["target"]
     folds, seed = int(settings["cv_folds"]), int(settings["seed"])

@@ -8,13 +8,13 @@ every downstream task's primary metric averaged over shot counts.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from regmix import io
 from regmix.collect import provenance_sidecar
+from regmix.config import parse_settings
 
 
 def _query(db: Path, sql: str) -> pd.DataFrame:
@@ -163,6 +163,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out-md", required=True, help="R/summary.md")
     parser.add_argument("--out-csv", required=True, help="R/summary.csv")
     args = parser.parse_args(argv)
-    table = summarize(json.loads(args.settings), args.db, args.out_md, args.out_csv)
+    table = summarize(parse_settings(args.settings), args.db, args.out_md, args.out_csv)
     print(table[["target_rank", "candidate", "achieved_target", "predicted_target"]].to_string(index=False))
     return 0

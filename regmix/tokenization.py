@@ -21,7 +21,6 @@ import collections
 import hashlib
 import heapq
 import itertools
-import json
 import multiprocessing
 import os
 import sys
@@ -34,6 +33,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from regmix import io, sources
+from regmix.config import parse_settings
 
 MAX_UINT16_VOCAB = 65535
 
@@ -370,7 +370,7 @@ def main(argv: list[str]) -> int:
     if not args.out.endswith(".bin"):
         raise ValueError(f"--out {args.out!r}: must end in .bin")
     sidecar = tokenize_split(
-        json.loads(args.settings), args.corpus, args.tokenizer, args.domain, args.split, args.out, args.min_tokens
+        parse_settings(args.settings), args.corpus, args.tokenizer, args.domain, args.split, args.out, args.min_tokens
     )
     print(f"{args.domain}/{args.split}: {sidecar['documents']} documents, {sidecar['tokens']} tokens "
           f"({sidecar['dtype']}, {sidecar['bytes_per_token']:.2f} bytes/token) in {len(sidecar['files'])} file(s)")
@@ -384,7 +384,7 @@ def prior_main(argv: list[str]) -> int:
     parser.add_argument("--out-prior", required=True)
     parser.add_argument("--out-counts", required=True)
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings)
+    settings = parse_settings(args.settings)
     counts = token_counts(settings, args.data)
     prior = prior_from_counts(counts)
     io.write_json(args.out_counts, counts)

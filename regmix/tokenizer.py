@@ -9,13 +9,13 @@ token files can say which tokenizer made them.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from regmix import io, sources
+from regmix.config import parse_settings
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -129,6 +129,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--corpus", default=None, help="corpus folder (R/corpus; read by the demo source)")
     parser.add_argument("--out", required=True, help="tokenizer folder to write (R/tokenizer)")
     args = parser.parse_args(argv)
-    fingerprint = build(json.loads(args.settings), args.corpus, args.out)
+    fingerprint = build(parse_settings(args.settings), args.corpus, args.out)
     print(f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id {fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}")
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from regmix import checkpoint
-from regmix.config import ConfigError
+from regmix.config import ConfigError, parse_settings
 from regmix.data import MixtureBatches, load_mixture, sidecar, validation_windows
 from regmix.io import code_version, fingerprint, provenance, write_json
 from regmix.model import StackedLlama, flops_per_token, hf_config, parameter_counts, per_model_clip_, resolve_architecture
@@ -365,16 +365,6 @@ def _save_hf(model: StackedLlama, index: int, config, tokenizer, target: Path) -
             shutil.rmtree(tmp)
 
 
-def _settings(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
-
-
 def proxies_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="regmix train-proxies", description="Train a pack of proxy models, one per mixture, with stacked weights.")
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'proxy')")
@@ -383,7 +373,7 @@ def proxies_main(argv: list[str]) -> int:
     parser.add_argument("--mixtures", required=True, nargs="+", help="mixture yaml files, one per proxy")
     parser.add_argument("--out-dirs", required=True, nargs="+", help="one output dir per mixture, in the same order")
     args = parser.parse_args(argv)
-    return train(_settings(args.settings), "proxy", args.data, args.tokenizer, args.mixtures, args.out_dirs)
+    return train(parse_settings(args.settings), "proxy", args.data, args.tokenizer, args.mixtures, args.out_dirs)
 
 
 def large_main(argv: list[str]) -> int:
@@ -394,4 +384,4 @@ def large_main(argv: list[str]) -> int:
     parser.add_argument("--mixture", required=True, help="candidate mixture yaml ({name, weights})")
     parser.add_argument("--out-dir", required=True, help="output dir")
     args = parser.parse_args(argv)
-    return train(_settings(args.settings), "large", args.data, args.tokenizer, [args.mixture], [args.out_dir])
+    return train(parse_settings(args.settings), "large", args.data, args.tokenizer, [args.mixture], [args.out_dir])
