@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from regmix.config import model_architecture  # noqa: E402
-from regmix.model import StackedLlama, flops_per_token, hf_config, parameter_counts, per_model_clip_, resolve_architecture  # noqa: E402
-from regmix.train import accumulate_gradients, autocast_dtype, make_optimizer, resolve_device  # noqa: E402
+from regmix.model import StackedLlama, flops_per_token, hf_config, parameter_counts, resolve_architecture  # noqa: E402
+from regmix.train import accumulate_gradients, apply_gradients, autocast_dtype, make_optimizer, resolve_device  # noqa: E402
 
 HP = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1}
 
@@ -68,9 +68,7 @@ def ours(arch: dict, k: int, batch: int, micro: int, steps: int, warmup: int, de
             _sync(device)
             start, cpu_start = time.perf_counter(), time.process_time()
         accumulate_gradients(model, windows, micro, device, dtype)
-        per_model_clip_(params, k, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(optimizer, params, k, 1.0)
     _sync(device)
     tokens = k * batch * arch["seq_len"] * steps
     return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu_start)

@@ -126,6 +126,15 @@ def accumulate_gradients(step_model, windows: np.ndarray, micro: int, device, dt
     return step_loss.cpu()
 
 
+def apply_gradients(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], k: int, grad_clip: float) -> torch.Tensor:
+    """Clip each of the K models' gradients on its own, step, and clear the gradients;
+    returns the K pre-clip gradient norms."""
+    norms = per_model_clip_(params, k, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norms
+
+
 class _Log:
     """Append-only JSON lines in the state dir, truncated to the resumed step on restart."""
 
@@ -269,9 +278,7 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
             if not torch.isfinite(losses).all():
                 bad = [ids[i] for i in range(k) if not math.isfinite(losses[i])]
                 raise ValueError(f"non-finite training loss at step {step + 1} for {bad}: {losses.tolist()}")
-            norms = per_model_clip_(params, k, hp["grad_clip"]).cpu()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            norms = apply_gradients(optimizer, params, k, hp["grad_clip"]).cpu()
             done = step + 1
             train_seconds += time.perf_counter() - t0
             steps_timed += 1

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from regmix.model import StackedLlama, per_model_clip_, resolve_architecture
-from regmix.train import accumulate_gradients, autocast_dtype, make_optimizer
+from regmix.model import StackedLlama, resolve_architecture
+from regmix.train import accumulate_gradients, apply_gradients, autocast_dtype, make_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -32,9 +32,7 @@ def _train(device: str, compiled: bool, steps: int = 20) -> np.ndarray:
     for _ in range(steps):
         windows = (ramp + rng.integers(0, 50, size=(2, 8, 1))) % 200
         loss = accumulate_gradients(model, windows, 4, torch.device(device), dtype)
-        per_model_clip_(params, 2, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(optimizer, params, 2, 1.0)
         losses.append(loss.numpy())
     return np.array(losses)
 
