@@ -80,15 +80,15 @@ def main() -> int:
         packed = train_job(settings, args.results, mixtures, packed_dirs)
         singles = [train_job(settings, args.results, [m], [d]) for m, d in zip(mixtures, single_dirs)]
         single = (sum(s[0] for s in singles), sum(s[1] for s in singles))
-        worst = 0.0
-        for a, b in zip(packed_dirs, single_dirs):
-            la, lb = (json.loads((d / "losses.json").read_text()) for d in (a, b))
-            worst = max(worst, max(abs(la["val_loss"][dom] - lb["val_loss"][dom]) for dom in la["val_loss"]))
-            step_rate = la["tokens_per_second"]
-        single_step_rate = sum(json.loads((d / "losses.json").read_text())["tokens_per_second"] for d in single_dirs) / k
+        packed_losses, single_losses = ([json.loads((d / "losses.json").read_text()) for d in dirs] for dirs in (packed_dirs, single_dirs))
+    worst = max(abs(a["val_loss"][dom] - b["val_loss"][dom]) for a, b in zip(packed_losses, single_losses) for dom in a["val_loss"])
+    # training-loop rates (losses.json's tokens/s of one model): the pack's, from one model's
+    # share (every model of a pack reports the same), and the single runs' mean
+    step_rate = packed_losses[0]["tokens_per_second"] * k
+    single_step_rate = sum(run["tokens_per_second"] for run in single_losses) / k
 
     print(f"\n{'run':<28}{'wall s':>9}{'CPU s':>9}{'tokens/s':>11}{'tokens/CPU-s':>14}{'steps only, tokens/s':>22}")
-    print(f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate * k:>22,.0f}")
+    print(f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate:>22,.0f}")
     print(f"{f'{k} jobs of K=1':<28}{single[0]:>9.1f}{single[1]:>9.1f}{tokens / single[0]:>11,.0f}{tokens / single[1]:>14,.0f}{single_step_rate:>22,.0f}")
     print(f"\npacked / single, end to end: {single[0] / packed[0]:.2f}x tokens/s, {single[1] / packed[1]:.2f}x tokens/CPU-s; "
           f"per job, K=1 spends {single[0] / k:.1f} s of which training steps {tokens / k / single_step_rate:.1f} s")
