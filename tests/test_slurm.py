@@ -153,6 +153,20 @@ def _submissions(log):
     return subs
 
 
+def _accounting(since: str, job_ids: list[str], wait_s: float = 60.0) -> dict[str, list[str]]:
+    """sacct's (JobIDRaw, State, ReqTRES) per job. slurmdbd records jobs asynchronously, so
+    ask again (up to `wait_s`) until every job is known and has left its running states."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-j", ",".join(job_ids), "-o", "JobIDRaw,State,ReqTRES"],
+                               capture_output=True, text=True, timeout=60)
+        rows = {line.split("|")[0]: line.split("|") for line in sacct.stdout.splitlines() if line}
+        settled = all(j in rows and rows[j][1] not in ("PENDING", "RUNNING", "COMPLETING") for j in job_ids)
+        if settled or time.monotonic() > deadline:
+            return rows
+        time.sleep(2)
+
+
 def test_gpu_rules_were_submitted_with_gpus(slurm_run):
     subs = _submissions(slurm_run["log"])
     gpu_subs = [s for s in subs if any(GPU_RULE.match(r) for r in s[1])]
@@ -172,9 +186,7 @@ def test_gpu_rules_were_submitted_with_gpus(slurm_run):
     assert sorted(r for s in proxy_subs for r in s[1]) == ["train_proxies_pack_0000", "train_proxies_pack_0001"]
     assert all("--gpus=1" in s[2] for s in proxy_subs)
     # Slurm itself recorded the GPU requests (accounting), and every job completed
-    ids = ",".join(job_id for job_id, _, _ in subs)
-    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", slurm_run["since"], "-j", ids, "-o", "JobIDRaw,State,ReqTRES"], capture_output=True, text=True, timeout=60)
-    rows = {line.split("|")[0]: line.split("|") for line in sacct.stdout.splitlines() if line}
+    rows = _accounting(slurm_run["since"], [job_id for job_id, _, _ in subs])
     for job_id, rules, _ in subs:
         assert job_id in rows, f"sacct does not know job {job_id}"
         assert rows[job_id][1] == "COMPLETED", (rules, rows[job_id])
