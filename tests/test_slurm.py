@@ -143,13 +143,19 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 
 def _submissions(log):
     """(slurm job id, rules in the submission, sbatch call) of every job Snakemake submitted."""
+    # The plugin submits from two threads, so a call and its "submitted" line need not be
+    # neighbours: pair them by the job's Slurm log path (`--output .../%j.log` in the call).
     calls = re.findall(r"^sbatch call: (sbatch .*)$", log, re.M)
-    ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
-    assert len(calls) == len(ids), "every sbatch call reports a job id"
+    submitted = dict(
+        (re.sub(rf"{job_id}(\.log)$", r"%j\1", log_path), job_id)
+        for job_id, log_path in re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.$", log, re.M)
+    )
+    assert len(calls) == len(submitted), "every sbatch call reports a job id"
     subs = []
-    for call, job_id in zip(calls, ids):
+    for call in calls:
+        output = re.search(r"--output '?([^' ]+)'?", call).group(1)
         rules = re.search(r"--allowed-rules ((?:'?\w+'? ?)+)", call).group(1).replace("'", "").split()
-        subs.append((job_id, rules, call))
+        subs.append((submitted[output], rules, call))
     return subs
 
 
