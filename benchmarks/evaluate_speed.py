@@ -24,8 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "regmix.cli", *args], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "regmix.cli", *args],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -45,8 +50,17 @@ def main() -> None:
         _run(["corpus", "--settings", json.dumps(stage_settings(config, "corpus")), "--out", corpus])
     if tokenizer is None:
         tokenizer = str(work / "tokenizer")
-        _run(["train-tokenizer", "--settings", json.dumps(stage_settings(config, "tokenizer")),
-              "--corpus", corpus, "--out", tokenizer])
+        _run(
+            [
+                "train-tokenizer",
+                "--settings",
+                json.dumps(stage_settings(config, "tokenizer")),
+                "--corpus",
+                corpus,
+                "--out",
+                tokenizer,
+            ]
+        )
 
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -61,8 +75,10 @@ def main() -> None:
     tok.save_pretrained(model_dir)
 
     defaults = stage_settings(config, "evaluate")["evaluate"]
-    print(f"model {arch['name']}: {arch['n_layers']} layers, hidden {arch['hidden_size']}, seq {arch['seq_len']}, "
-          f"vocab {arch['vocab_size']}; shots {defaults['num_fewshot']}")
+    print(
+        f"model {arch['name']}: {arch['n_layers']} layers, hidden {arch['hidden_size']}, seq {arch['seq_len']}, "
+        f"vocab {arch['vocab_size']}; shots {defaults['num_fewshot']}"
+    )
     print(f"{'items/task':>10} {'chars/item':>10} {'threads':>7} {'make-tasks s':>12} {'evaluate s':>10}")
     for items, chars in ((defaults["docs_per_task"], defaults["max_doc_chars"]), (40, 2000)):
         task_settings = stage_settings(config, "eval_tasks")
@@ -72,8 +88,19 @@ def main() -> None:
         for threads in (1, 2):
             settings = stage_settings(config, "evaluate")
             settings["evaluate"]["threads"] = threads
-            took = _run(["evaluate", "--settings", json.dumps(settings), "--model", str(model_dir),
-                         "--tasks", str(tasks), "--out", str(work / f"eval_{items}_{threads}.json")])
+            took = _run(
+                [
+                    "evaluate",
+                    "--settings",
+                    json.dumps(settings),
+                    "--model",
+                    str(model_dir),
+                    "--tasks",
+                    str(tasks),
+                    "--out",
+                    str(work / f"eval_{items}_{threads}.json"),
+                ]
+            )
             print(f"{items:>10} {chars:>10} {threads:>7} {made:>12.1f} {took:>10.1f}")
     print(f"(files in {work})")
 

@@ -36,11 +36,24 @@ def children_cpu() -> float:
 
 def train_job(settings: dict, results: Path, mixtures: list[Path], out_dirs: list[Path]) -> tuple[float, float]:
     """Wall and CPU seconds of one `regmix train-proxies` process."""
-    command = ["regmix", "train-proxies", "--settings", json.dumps(settings),
-               "--data", str(results / "data"), "--tokenizer", str(results / "tokenizer"),
-               "--mixtures", *map(str, mixtures), "--out-dirs", *map(str, out_dirs)]
+    command = [
+        "regmix",
+        "train-proxies",
+        "--settings",
+        json.dumps(settings),
+        "--data",
+        str(results / "data"),
+        "--tokenizer",
+        str(results / "tokenizer"),
+        "--mixtures",
+        *map(str, mixtures),
+        "--out-dirs",
+        *map(str, out_dirs),
+    ]
     cpu, start = children_cpu(), time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    )
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"train-proxies failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -50,7 +63,9 @@ def train_job(settings: dict, results: Path, mixtures: list[Path], out_dirs: lis
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="a results dir with data/, tokenizer/ and mixtures/")
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="a results dir with data/, tokenizer/ and mixtures/"
+    )
     parser.add_argument("--pack", type=int, default=8, help="K")
     parser.add_argument("--steps", type=int, help="proxy steps (default: the config's)")
     parser.add_argument("--threads", type=int, help="threads per job (default: the config's)")
@@ -71,8 +86,10 @@ def main() -> int:
     k = len(mixtures)
     seq_len = settings["model"]["seq_len"]
     tokens = k * hp["steps"] * hp["global_batch"] * seq_len
-    print(f"{k} demo proxies ({settings['model']['name']}), {hp['steps']} steps x {hp['global_batch']} x {seq_len} tokens each, "
-          f"{hp['threads']} thread(s) per job, {os.cpu_count()} CPU(s)")
+    print(
+        f"{k} demo proxies ({settings['model']['name']}), {hp['steps']} steps x {hp['global_batch']} x {seq_len} tokens each, "
+        f"{hp['threads']} thread(s) per job, {os.cpu_count()} CPU(s)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         packed_dirs = [Path(tmp) / "packed" / p.stem for p in mixtures]
@@ -80,18 +97,30 @@ def main() -> int:
         packed = train_job(settings, args.results, mixtures, packed_dirs)
         singles = [train_job(settings, args.results, [m], [d]) for m, d in zip(mixtures, single_dirs)]
         single = (sum(s[0] for s in singles), sum(s[1] for s in singles))
-        packed_losses, single_losses = ([json.loads((d / "losses.json").read_text()) for d in dirs] for dirs in (packed_dirs, single_dirs))
-    worst = max(abs(a["val_loss"][dom] - b["val_loss"][dom]) for a, b in zip(packed_losses, single_losses) for dom in a["val_loss"])
+        packed_losses, single_losses = (
+            [json.loads((d / "losses.json").read_text()) for d in dirs] for dirs in (packed_dirs, single_dirs)
+        )
+    worst = max(
+        abs(a["val_loss"][dom] - b["val_loss"][dom])
+        for a, b in zip(packed_losses, single_losses)
+        for dom in a["val_loss"]
+    )
     # training-loop rates (losses.json's tokens/s of one model): the pack's, from one model's
     # share (every model of a pack reports the same), and the single runs' mean
     step_rate = packed_losses[0]["tokens_per_second"] * k
     single_step_rate = sum(run["tokens_per_second"] for run in single_losses) / k
 
     print(f"\n{'run':<28}{'wall s':>9}{'CPU s':>9}{'tokens/s':>11}{'tokens/CPU-s':>14}{'steps only, tokens/s':>22}")
-    print(f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate:>22,.0f}")
-    print(f"{f'{k} jobs of K=1':<28}{single[0]:>9.1f}{single[1]:>9.1f}{tokens / single[0]:>11,.0f}{tokens / single[1]:>14,.0f}{single_step_rate:>22,.0f}")
-    print(f"\npacked / single, end to end: {single[0] / packed[0]:.2f}x tokens/s, {single[1] / packed[1]:.2f}x tokens/CPU-s; "
-          f"per job, K=1 spends {single[0] / k:.1f} s of which training steps {tokens / k / single_step_rate:.1f} s")
+    print(
+        f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate:>22,.0f}"
+    )
+    print(
+        f"{f'{k} jobs of K=1':<28}{single[0]:>9.1f}{single[1]:>9.1f}{tokens / single[0]:>11,.0f}{tokens / single[1]:>14,.0f}{single_step_rate:>22,.0f}"
+    )
+    print(
+        f"\npacked / single, end to end: {single[0] / packed[0]:.2f}x tokens/s, {single[1] / packed[1]:.2f}x tokens/CPU-s; "
+        f"per job, K=1 spends {single[0] / k:.1f} s of which training steps {tokens / k / single_step_rate:.1f} s"
+    )
     print(f"largest |packed - single| validation loss: {worst:.2e}")
     return 0
 

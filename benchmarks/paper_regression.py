@@ -21,7 +21,15 @@ import numpy as np
 
 from regmix.choose import choose, read_mixture_file
 from regmix.paper import NAMED, TARGET, data_dir, prior_by_column
-from regmix.regression import REGRESSORS, fit_model, plot_pred_vs_true, read_swarm_csvs, regression_defaults, score, target_values
+from regmix.regression import (
+    REGRESSORS,
+    fit_model,
+    plot_pred_vs_true,
+    read_swarm_csvs,
+    regression_defaults,
+    score,
+    target_values,
+)
 
 PAPER_SPEARMAN = {"lightgbm": 98.45, "linear": 90.08}
 
@@ -56,9 +64,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--regressors", nargs="*", default=sorted(REGRESSORS))
-    parser.add_argument("--plot-dir", type=Path, help="write test_pred_vs_true_<regressor>.png (the 256 unseen runs) here")
-    parser.add_argument("--fit-seeds", type=int, nargs="*", default=[],
-                        help="also refit with these seeds (CV split and model seed) and print how the choice moves")
+    parser.add_argument(
+        "--plot-dir", type=Path, help="write test_pred_vs_true_<regressor>.png (the 256 unseen runs) here"
+    )
+    parser.add_argument(
+        "--fit-seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also refit with these seeds (CV split and model seed) and print how the choice moves",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "train_mixture_1m.csv").is_file():
         print(f"paper data not found under {args.data}", file=sys.stderr)
@@ -77,33 +92,54 @@ def main(argv: list[str]) -> int:
         test_pred = model.predict_frame(test_mix)
         metrics = score(y_test, test_pred, seed=0)
         if args.plot_dir:
-            plot_pred_vs_true(y_test, test_pred, metrics["spearman"]["value"], "Pile-CC val loss",
-                              f"{name}: fit on {len(train_mix)} runs, {len(y_test)} unseen runs",
-                              args.plot_dir / f"test_pred_vs_true_{name}.png")
+            plot_pred_vs_true(
+                y_test,
+                test_pred,
+                metrics["spearman"]["value"],
+                "Pile-CC val loss",
+                f"{name}: fit on {len(train_mix)} runs, {len(y_test)} unseen runs",
+                args.plot_dir / f"test_pred_vs_true_{name}.png",
+            )
         rows.append((name, metrics, fit_seconds, *assess_choice(model, prior, named, args.samples, args.top_k)))
 
-    print(f"RegMix paper data: fit on {len(train_mix)} train runs, scored on {len(y_test)} unseen test runs, target {TARGET}")
-    print(f"Default regressor (config/schema.yaml): {default}. Brackets: 95% bootstrap CI (1000 resamples of test rows).\n")
+    print(
+        f"RegMix paper data: fit on {len(train_mix)} train runs, scored on {len(y_test)} unseen test runs, target {TARGET}"
+    )
+    print(
+        f"Default regressor (config/schema.yaml): {default}. Brackets: 95% bootstrap CI (1000 resamples of test rows).\n"
+    )
     header = f"{'regressor':<10} {'Spearman x100':<24} {'Pearson x100':<24} {'RMSE':<26} {'paper Sp.':>9} {'fit s':>6}"
     print(header)
     print("-" * len(header))
     for name, m, fit_s, *_ in rows:
         paper = PAPER_SPEARMAN.get(name)
-        print(f"{name:<10} {fmt(m['spearman'], 2):<24} {fmt(m['pearson'], 2):<24} {fmt(m['rmse'], 4):<26} "
-              f"{(f'{paper:.2f}' if paper else '-'):>9} {fit_s:>6.1f}")
-    print(f"\nChoice: {args.samples:,} Dirichlet(prior) candidates, top {args.top_k} averaged, epoch cap 15 x prior; "
-          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (CPU s = time of this process)")
-    header = (f"{'regressor':<10} {'wall s':>7} {'CPU s':>6} {'L1 to paper':>11} {'pile_cc':>8} {'pred ours':>9} "
-              + " ".join(f"{'pred ' + n:>17}" for n in NAMED) + "  ours best?")
+        print(
+            f"{name:<10} {fmt(m['spearman'], 2):<24} {fmt(m['pearson'], 2):<24} {fmt(m['rmse'], 4):<26} "
+            f"{(f'{paper:.2f}' if paper else '-'):>9} {fit_s:>6.1f}"
+        )
+    print(
+        f"\nChoice: {args.samples:,} Dirichlet(prior) candidates, top {args.top_k} averaged, epoch cap 15 x prior; "
+        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (CPU s = time of this process)"
+    )
+    header = (
+        f"{'regressor':<10} {'wall s':>7} {'CPU s':>6} {'L1 to paper':>11} {'pile_cc':>8} {'pred ours':>9} "
+        + " ".join(f"{'pred ' + n:>17}" for n in NAMED)
+        + "  ours best?"
+    )
     print(header)
     print("-" * len(header))
     for name, _, _, chosen, choose_s, l1, named_pred, best in rows:
         ours = chosen["predicted_target"]
-        print(f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
-              + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED) + f"  {'yes' if best else 'NO'}")
+        print(
+            f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
+            + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED)
+            + f"  {'yes' if best else 'NO'}"
+        )
     if args.fit_seeds:
-        print(f"\nStability over fit seeds {args.fit_seeds} (choice seed 0): Spearman / L1 to paper / pile_cc / "
-              "chosen predicted no worse than the named mixtures")
+        print(
+            f"\nStability over fit seeds {args.fit_seeds} (choice seed 0): Spearman / L1 to paper / pile_cc / "
+            "chosen predicted no worse than the named mixtures"
+        )
         for name, seed0_metrics, _, seed0_chosen, _, seed0_l1, _, seed0_best in rows:
             cells = []
             for fit_seed in args.fit_seeds:
@@ -113,8 +149,10 @@ def main(argv: list[str]) -> int:
                     model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=fit_seed)
                     metrics = score(y_test, model.predict_frame(test_mix), bootstrap=0)
                     chosen, _, l1, _, best = assess_choice(model, prior, named, args.samples, args.top_k)
-                cells.append(f"{metrics['spearman']['value']:.2f}/{l1:.3f}/"
-                             f"{chosen['weights']['train_the_pile_pile_cc']:.3f}/{'y' if best else 'N'}")
+                cells.append(
+                    f"{metrics['spearman']['value']:.2f}/{l1:.3f}/"
+                    f"{chosen['weights']['train_the_pile_pile_cc']:.3f}/{'y' if best else 'N'}"
+                )
             print(f"{name:<10} " + "  ".join(cells))
     return 0
 

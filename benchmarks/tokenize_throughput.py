@@ -105,42 +105,74 @@ def main(argv: list[str] | None = None) -> int:
         size, documents = generate_corpus(work / "train", args.size_mb, pool)
         (work / "valid").mkdir(exist_ok=True)
         io.write_text(work / "valid" / "bench-0.jsonl", json.dumps({"text": pool[:1000]}) + "\n")
-        print(f"corpus: {size / 1e6:.1f} MB, {documents:,} documents ({time.perf_counter() - started:.1f} s to generate)")
+        print(
+            f"corpus: {size / 1e6:.1f} MB, {documents:,} documents ({time.perf_counter() - started:.1f} s to generate)"
+        )
 
         # settings as stage_settings would give them for a one-domain jsonl source
         data = validate_config({"regression": {"target": "mean"}})["data"]
-        data.update(source={"kind": "jsonl", "path": str(work), "train_dir": "train", "valid_dir": "valid", "text_field": "text"},
-                    workers=args.workers)
+        data.update(
+            source={
+                "kind": "jsonl",
+                "path": str(work),
+                "train_dir": "train",
+                "valid_dir": "valid",
+                "text_field": "text",
+            },
+            workers=args.workers,
+        )
         settings = {"seed": 0, "domains": ["bench"], "data": data}
 
         tokenizer_dir = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
         if not args.tokenizer:
             started = time.perf_counter()
             sample = (pool[i : i + 2000] for i in range(0, min(len(pool), 10_000_000), 2000))
-            tokenizer.save(tokenizer.wrap(tokenizer.train_bpe(sample, args.vocab_size)), tokenizer_dir, {"benchmark": True}, "train")
-            print(f"tokenizer: byte-level BPE, vocab {args.vocab_size} ({time.perf_counter() - started:.1f} s to train on 10 MB)")
+            tokenizer.save(
+                tokenizer.wrap(tokenizer.train_bpe(sample, args.vocab_size)),
+                tokenizer_dir,
+                {"benchmark": True},
+                "train",
+            )
+            print(
+                f"tokenizer: byte-level BPE, vocab {args.vocab_size} ({time.perf_counter() - started:.1f} s to train on 10 MB)"
+            )
         fingerprint = tokenizer.fingerprint_of(tokenizer_dir)
 
         rows = []
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        sidecar = tokenization.tokenize_split(settings, None, tokenizer_dir, "bench", "train", work / "out" / "train.bin")
+        sidecar = tokenization.tokenize_split(
+            settings, None, tokenizer_dir, "bench", "train", work / "out" / "train.bin"
+        )
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
-        rows.append((f"pipeline ({args.workers} workers)", sidecar["bytes"], sidecar["tokens"], wall, cpu, args.workers))
+        rows.append(
+            (f"pipeline ({args.workers} workers)", sidecar["bytes"], sidecar["tokens"], wall, cpu, args.workers)
+        )
 
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        loop_bytes, loop_tokens = plain_loop([work / "train" / "bench-0.jsonl"], tokenizer_dir / "tokenizer.json", fingerprint["eos_id"], work / "loop.bin")
+        loop_bytes, loop_tokens = plain_loop(
+            [work / "train" / "bench-0.jsonl"],
+            tokenizer_dir / "tokenizer.json",
+            fingerprint["eos_id"],
+            work / "loop.bin",
+        )
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
         rows.append(("plain loop (1 process)", loop_bytes, loop_tokens, wall, cpu, 1))
 
-        same = sidecar["tokens"] == loop_tokens and io.sha256_file(work / "out" / "train.bin") == io.sha256_file(work / "loop.bin")
+        same = sidecar["tokens"] == loop_tokens and io.sha256_file(work / "out" / "train.bin") == io.sha256_file(
+            work / "loop.bin"
+        )
         print(f"\nmachine: {os.cpu_count()} cores; python {sys.version.split()[0]}; identical tokens: {same}")
         # per core = wall-clock rate / cores the path uses; per CPU-second stays honest when
         # other processes share the machine
-        print(f"{'path':28s} {'wall s':>7s} {'cpu s':>7s} {'MB/s':>7s} {'tokens/s':>11s} {'MB/s/core':>10s} "
-              f"{'tokens/s/core':>14s} {'MB/cpu-s':>9s} {'tokens/cpu-s':>13s}")
+        print(
+            f"{'path':28s} {'wall s':>7s} {'cpu s':>7s} {'MB/s':>7s} {'tokens/s':>11s} {'MB/s/core':>10s} "
+            f"{'tokens/s/core':>14s} {'MB/cpu-s':>9s} {'tokens/cpu-s':>13s}"
+        )
         for name, nbytes, ntokens, wall, cpu, cores in rows:
-            print(f"{name:28s} {wall:7.1f} {cpu:7.1f} {nbytes / wall / 1e6:7.2f} {ntokens / wall:11,.0f} "
-                  f"{nbytes / wall / 1e6 / cores:10.2f} {ntokens / wall / cores:14,.0f} {nbytes / cpu / 1e6:9.2f} {ntokens / cpu:13,.0f}")
+            print(
+                f"{name:28s} {wall:7.1f} {cpu:7.1f} {nbytes / wall / 1e6:7.2f} {ntokens / wall:11,.0f} "
+                f"{nbytes / wall / 1e6 / cores:10.2f} {ntokens / wall / cores:14,.0f} {nbytes / cpu / 1e6:9.2f} {ntokens / cpu:13,.0f}"
+            )
         print(f"speed-up of the pipeline over the loop: {rows[1][3] / rows[0][3]:.2f}x (wall)")
         return 0 if same else 1
 

@@ -54,7 +54,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None) -> float:
     return best
 
 
-def ours(arch: dict, k: int, batch: int, micro: int, steps: int, warmup: int, device, dtype, compile_: bool) -> tuple[float, float]:
+def ours(
+    arch: dict, k: int, batch: int, micro: int, steps: int, warmup: int, device, dtype, compile_: bool
+) -> tuple[float, float]:
     """Tokens per wall second and per CPU second (all K models together) of the trainer's step."""
     model = StackedLlama(arch, k, seed=0).to(device)
     if compile_:
@@ -104,10 +106,23 @@ def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, devi
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, max_steps=total, per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,
-            learning_rate=HP["lr"], adam_beta1=HP["beta1"], adam_beta2=HP["beta2"], weight_decay=HP["weight_decay"],
-            max_grad_norm=1.0, lr_scheduler_type="constant", logging_strategy="no", save_strategy="no", report_to=[],
-            use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16, dataloader_num_workers=0, disable_tqdm=True,
+            output_dir=tmp,
+            max_steps=total,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=batch // micro,
+            learning_rate=HP["lr"],
+            adam_beta1=HP["beta1"],
+            adam_beta2=HP["beta2"],
+            weight_decay=HP["weight_decay"],
+            max_grad_norm=1.0,
+            lr_scheduler_type="constant",
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=device.type == "cpu",
+            bf16=dtype == torch.bfloat16,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
             seed=0,
         )
         Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Clock()]).train()
@@ -118,7 +133,9 @@ def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, devi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo_proxy", help="a model in config/models.yaml")
-    parser.add_argument("--vocab", type=int, default=4096, help="tokenizer vocabulary when the model says vocab_size: tokenizer")
+    parser.add_argument(
+        "--vocab", type=int, default=4096, help="tokenizer vocabulary when the model says vocab_size: tokenizer"
+    )
     parser.add_argument("--batch", type=int, default=16, help="sequences per optimizer step (per model)")
     parser.add_argument("--micro", type=int, default=None, help="sequences per forward (default: --batch)")
     parser.add_argument("--pack", type=int, default=8, help="K of the packed run")
@@ -128,7 +145,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model body (ours)")
-    parser.add_argument("--small-micro", type=int, default=1, help="also compare K=1 vs K=pack at this micro-batch (0 = skip)")
+    parser.add_argument(
+        "--small-micro", type=int, default=1, help="also compare K=1 vs K=pack at this micro-batch (0 = skip)"
+    )
     parser.add_argument("--skip-trainer", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best is reported")
     args = parser.parse_args()
@@ -141,17 +160,29 @@ def main() -> None:
     flops = flops_per_token(arch)["train"]
     counts = parameter_counts(arch)
     peak = matmul_peak(device, dtype)
-    print(f"model {args.model}: {counts['non_embedding']:,} non-embedding + {counts['embedding']:,} embedding parameters; "
-          f"seq {arch['seq_len']}, vocab {arch['vocab_size']}; {flops / 1e6:.2f} MFLOP per trained token")
-    print(f"device {device} ({args.threads} thread(s) on CPU), precision {dtype or torch.float32}; batch {args.batch} x micro {micro}; "
-          f"measured matmul peak {peak / 1e9:,.1f} GFLOP/s")
-    runs = {"regmix K=1": lambda: ours(arch, 1, args.batch, micro, args.steps, args.warmup, device, dtype, args.compile),
-            f"regmix K={args.pack}": lambda: ours(arch, args.pack, args.batch, micro, args.steps, args.warmup, device, dtype, args.compile)}
+    print(
+        f"model {args.model}: {counts['non_embedding']:,} non-embedding + {counts['embedding']:,} embedding parameters; "
+        f"seq {arch['seq_len']}, vocab {arch['vocab_size']}; {flops / 1e6:.2f} MFLOP per trained token"
+    )
+    print(
+        f"device {device} ({args.threads} thread(s) on CPU), precision {dtype or torch.float32}; batch {args.batch} x micro {micro}; "
+        f"measured matmul peak {peak / 1e9:,.1f} GFLOP/s"
+    )
+    runs = {
+        "regmix K=1": lambda: ours(arch, 1, args.batch, micro, args.steps, args.warmup, device, dtype, args.compile),
+        f"regmix K={args.pack}": lambda: ours(
+            arch, args.pack, args.batch, micro, args.steps, args.warmup, device, dtype, args.compile
+        ),
+    }
     if not args.skip_trainer:
         runs["HF Trainer"] = lambda: hf_trainer(arch, args.batch, micro, args.steps, args.warmup, device, dtype)
     if args.small_micro and args.small_micro < micro:
-        runs[f"regmix K=1 micro {args.small_micro}"] = lambda: ours(arch, 1, args.batch, args.small_micro, args.steps, args.warmup, device, dtype, args.compile)
-        runs[f"regmix K={args.pack} micro {args.small_micro}"] = lambda: ours(arch, args.pack, args.batch, args.small_micro, args.steps, args.warmup, device, dtype, args.compile)
+        runs[f"regmix K=1 micro {args.small_micro}"] = lambda: ours(
+            arch, 1, args.batch, args.small_micro, args.steps, args.warmup, device, dtype, args.compile
+        )
+        runs[f"regmix K={args.pack} micro {args.small_micro}"] = lambda: ours(
+            arch, args.pack, args.batch, args.small_micro, args.steps, args.warmup, device, dtype, args.compile
+        )
     # rounds interleave the runs; the best round of each is kept (a shared machine's
     # other load only ever slows a run down)
     best = {name: (0.0, 0.0) for name in runs}
@@ -170,16 +201,25 @@ def main() -> None:
     print(f"\nratios on {unit}: packed K={args.pack} / K=1 = {kp / k1:.2f}x", end="")
     if not args.skip_trainer:
         trainer = best["HF Trainer"][key]
-        print(f"; regmix K=1 / HF Trainer = {k1 / trainer:.2f}x; regmix K={args.pack} / HF Trainer = {kp / trainer:.2f}x", end="")
+        print(
+            f"; regmix K=1 / HF Trainer = {k1 / trainer:.2f}x; regmix K={args.pack} / HF Trainer = {kp / trainer:.2f}x",
+            end="",
+        )
     if args.small_micro and args.small_micro < micro:
-        s1, sp = best[f"regmix K=1 micro {args.small_micro}"][key], best[f"regmix K={args.pack} micro {args.small_micro}"][key]
+        s1, sp = (
+            best[f"regmix K=1 micro {args.small_micro}"][key],
+            best[f"regmix K={args.pack} micro {args.small_micro}"][key],
+        )
         print(f"; at micro-batch {args.small_micro}: K={args.pack} / K=1 = {sp / s1:.2f}x", end="")
     print()
     # No trainer can beat the measured matmul peak on the model's FLOPs, so a run at MFU m
     # can be sped up at most 1/m times: that bounds every ratio above.
     ceiling = peak / flops
-    print(f"ceiling at 100% of the measured peak: {ceiling:,.0f} {unit}; the most any trainer could gain is "
-          f"{ceiling / k1:.2f}x over regmix K=1", end="")
+    print(
+        f"ceiling at 100% of the measured peak: {ceiling:,.0f} {unit}; the most any trainer could gain is "
+        f"{ceiling / k1:.2f}x over regmix K=1",
+        end="",
+    )
     if not args.skip_trainer:
         print(f" and {ceiling / best['HF Trainer'][key]:.2f}x over the HF Trainer", end="")
     print()

@@ -57,7 +57,9 @@ def import_names(dist_name: str, owners: dict[str, list[str]]) -> list[str]:
     (scikit-learn -> sklearn, PyYAML -> yaml)."""
     wanted = canonicalize_name(dist_name)
     modules = sorted(
-        mod for mod, dists in owners.items() if wanted in {canonicalize_name(d) for d in dists} and not mod.startswith("_")
+        mod
+        for mod, dists in owners.items()
+        if wanted in {canonicalize_name(d) for d in dists} and not mod.startswith("_")
     )
     same_name = [mod for mod in modules if canonicalize_name(mod) == wanted]
     return same_name or modules

@@ -30,11 +30,30 @@ PROVENANCE = "PROVENANCE.json"
 # What of the results directory goes in (globs relative to it). Token files, the raw
 # corpus and training state are rebuilt by the pipeline and stay out.
 RESULT_PATTERNS = (
-    "summary.md", "summary.csv", "summary.provenance.json", "regmix.duckdb", "db/*.parquet",
-    "figures/*", "mixtures/*", "proxies/*.csv", "proxies/*.json", "proxies/*/losses.json",
-    "proxies/*/train_log.jsonl", "regression/*", "chosen/*", "candidates/*", "large/*/losses.json",
-    "large/*/train_log.jsonl", "eval/*", "eval_tasks/*", "data/prior.yaml", "data/token_counts.json",
-    "data/*/*.json", "corpus/manifest.json", "tokenizer/*", "logs/**/*",
+    "summary.md",
+    "summary.csv",
+    "summary.provenance.json",
+    "regmix.duckdb",
+    "db/*.parquet",
+    "figures/*",
+    "mixtures/*",
+    "proxies/*.csv",
+    "proxies/*.json",
+    "proxies/*/losses.json",
+    "proxies/*/train_log.jsonl",
+    "regression/*",
+    "chosen/*",
+    "candidates/*",
+    "large/*/losses.json",
+    "large/*/train_log.jsonl",
+    "eval/*",
+    "eval_tasks/*",
+    "data/prior.yaml",
+    "data/token_counts.json",
+    "data/*/*.json",
+    "corpus/manifest.json",
+    "tokenizer/*",
+    "logs/**/*",
 )
 CHECKPOINT_PATTERNS = ("large/*/model/**/*", "proxies/*/model/**/*")
 
@@ -58,8 +77,9 @@ def result_files(results: Path, include_checkpoints: bool) -> list[Path]:
 def _git(args: list[str]) -> str | None:
     """Git of the checkout the running package comes from (the code that made the run)."""
     try:
-        return subprocess.run(["git", "-C", str(io.PACKAGE_DIR), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(io.PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -76,8 +96,14 @@ def _add(tar: tarfile.TarFile, name: str, source: bytes | Path) -> None:
             tar.addfile(info, handle)
 
 
-def build_archive(settings: dict, results: str | Path, configs: list[str | Path], out: str | Path,
-                  report: str | Path | None = None, lock: str | Path | None = None) -> dict:
+def build_archive(
+    settings: dict,
+    results: str | Path,
+    configs: list[str | Path],
+    out: str | Path,
+    report: str | Path | None = None,
+    lock: str | Path | None = None,
+) -> dict:
     """Write the archive; return its manifest (archive path -> sha256)."""
     results, out = Path(results), Path(out)
     if not results.is_dir():
@@ -179,7 +205,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="regmix archive", description=build_archive.__doc__)
     parser.add_argument("--settings", required=True, help="JSON of stage_settings(config, 'archive')")
     parser.add_argument("--results", required=True, help="results directory R")
-    parser.add_argument("--config", nargs="+", required=True, help="config files of the run (config.yaml, schema, models)")
+    parser.add_argument(
+        "--config", nargs="+", required=True, help="config files of the run (config.yaml, schema, models)"
+    )
     parser.add_argument("--out", required=True, help="archive file (R/archive/regmix-run.tar.gz)")
     parser.add_argument("--report", help="Snakemake HTML report (R/report.html), packed when it exists")
     parser.add_argument("--lock", help="resolved dependency lock (requirements.lock), packed when it exists")

@@ -15,8 +15,9 @@ from regmix.mixtures import read_prior, read_token_counts, stage_rng, synthesize
 RANDOM_NAME = re.compile(r"^random_(\d{3})$")
 
 
-def candidate_weights(name: str, settings: dict, prior: dict[str, float], chosen_path: str | None,
-                      token_counts: dict[str, int] | None) -> tuple[dict[str, float], str]:
+def candidate_weights(
+    name: str, settings: dict, prior: dict[str, float], chosen_path: str | None, token_counts: dict[str, int] | None
+) -> tuple[dict[str, float], str]:
     """(weights in domain order, a short description of where they come from)."""
     domains = settings["domains"]
     if name == "regmix":
@@ -25,19 +26,27 @@ def candidate_weights(name: str, settings: dict, prior: dict[str, float], chosen
         chosen = io.read_yaml(chosen_path)
         if not isinstance(chosen, dict) or "weights" not in chosen:
             raise ValueError(f"{chosen_path}: no 'weights' mapping")
-        return check_weights(chosen["weights"], domains, f"{chosen_path}:weights"), f"chosen by regression ({chosen_path})"
+        return check_weights(
+            chosen["weights"], domains, f"{chosen_path}:weights"
+        ), f"chosen by regression ({chosen_path})"
     if name == "prior":
         return {d: prior[d] for d in domains}, "token shares of the train splits"
     if name == "uniform":
         return {d: 1.0 / len(domains) for d in domains}, "equal weight per domain"
     if name in settings.get("named", {}):
-        return check_weights(settings["named"][name], domains, f"large.named.{name}"), "named in the config (large.named)"
+        return check_weights(
+            settings["named"][name], domains, f"large.named.{name}"
+        ), "named in the config (large.named)"
     match = RANDOM_NAME.match(name)
     if match:
         row = synthesize(settings, prior, token_counts, count=1, rng=stage_rng(settings["seed"], "candidate", name))[0]
-        return {d: float(w) for d, w in zip(domains, row)}, f"draw {int(match.group(1))} of the proxy-mixture synthesis distribution"
-    raise ValueError(f"unknown candidate {name!r}: expected regmix, prior, uniform, random_NNN or one of large.named "
-                     f"({sorted(settings.get('named', {}))})")
+        return {
+            d: float(w) for d, w in zip(domains, row)
+        }, f"draw {int(match.group(1))} of the proxy-mixture synthesis distribution"
+    raise ValueError(
+        f"unknown candidate {name!r}: expected regmix, prior, uniform, random_NNN or one of large.named "
+        f"({sorted(settings.get('named', {}))})"
+    )
 
 
 def main(argv: list[str]) -> int:

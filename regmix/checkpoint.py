@@ -13,8 +13,8 @@ import re
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -63,7 +63,10 @@ def save_pack(model, optimizer, out_dirs: Sequence[str | Path], common: dict, ow
             **own[k],
             "model": {n: p.detach()[k].cpu().clone() for n, p in names.items()},
             "optimizer": {
-                n: {key: (v[k].cpu().clone() if v.dim() else v.cpu().clone()) for key, v in opt_state.get(index_of[id(p)], {}).items()}
+                n: {
+                    key: (v[k].cpu().clone() if v.dim() else v.cpu().clone())
+                    for key, v in opt_state.get(index_of[id(p)], {}).items()
+                }
                 for n, p in names.items()
             },
         }
@@ -141,7 +144,11 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received = signum
-        print(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step", file=sys.stderr, flush=True)
+        print(
+            f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @property
     def exit_code(self) -> int:

@@ -24,8 +24,15 @@ from regmix.regression import FittedModel, load_model
 DEFAULT_CHUNK = 100_000
 
 
-def simulate_top_k(model: FittedModel, prior: np.ndarray, samples: int, top_k: int, seed: int,
-                   caps: np.ndarray | None = None, chunk_size: int = DEFAULT_CHUNK) -> tuple[np.ndarray, np.ndarray, int]:
+def simulate_top_k(
+    model: FittedModel,
+    prior: np.ndarray,
+    samples: int,
+    top_k: int,
+    seed: int,
+    caps: np.ndarray | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(top-k weight rows sorted by predicted target, their predictions, feasible count).
 
     Lowest predicted target first; ties broken by draw order, so the result depends
@@ -34,8 +41,10 @@ def simulate_top_k(model: FittedModel, prior: np.ndarray, samples: int, top_k: i
     if top_k > samples:
         raise ValueError(f"top_k = {top_k} is larger than samples = {samples}")
     if (prior <= 0).any():
-        raise ValueError("every prior share must be > 0 for a Dirichlet(prior) draw "
-                         f"(zero for column(s) {[model.domains[i] for i in np.where(prior <= 0)[0]]})")
+        raise ValueError(
+            "every prior share must be > 0 for a Dirichlet(prior) draw "
+            f"(zero for column(s) {[model.domains[i] for i in np.where(prior <= 0)[0]]})"
+        )
     rng = stage_rng(seed, "choose")
     best_rows = np.empty((0, len(prior)))
     best_pred = np.empty(0)
@@ -58,14 +67,24 @@ def simulate_top_k(model: FittedModel, prior: np.ndarray, samples: int, top_k: i
         keep = np.lexsort((order, pred))[:top_k]
         best_rows, best_pred, best_order = rows[keep], pred[keep], order[keep]
     if feasible < top_k:
-        raise ValueError(f"only {feasible} of {samples} simulated mixtures are feasible under the epoch cap; "
-                         f"need top_k = {top_k} (raise --samples or --max-epochs)")
+        raise ValueError(
+            f"only {feasible} of {samples} simulated mixtures are feasible under the epoch cap; "
+            f"need top_k = {top_k} (raise --samples or --max-epochs)"
+        )
     return best_rows, best_pred, feasible
 
 
-def choose(model: FittedModel, prior: dict[str, float], samples: int, top_k: int, seed: int,
-           max_epochs: float | None = None, token_counts: dict[str, int] | None = None,
-           train_tokens: int | None = None, chunk_size: int = DEFAULT_CHUNK) -> tuple[dict, np.ndarray, np.ndarray]:
+def choose(
+    model: FittedModel,
+    prior: dict[str, float],
+    samples: int,
+    top_k: int,
+    seed: int,
+    max_epochs: float | None = None,
+    token_counts: dict[str, int] | None = None,
+    train_tokens: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[dict, np.ndarray, np.ndarray]:
     domains = model.domains
     prior_vec = np.array([prior[d] for d in domains])
     caps = weight_caps(domains, prior, max_epochs, token_counts, train_tokens) if max_epochs is not None else None
@@ -78,8 +97,11 @@ def choose(model: FittedModel, prior: dict[str, float], samples: int, top_k: int
         "weights": weights,
         "predicted_target": round(float(model.predict_weights(mean[None, :])[0]), 8),
         "target": model.target,
-        "top_k_predicted": {"best": round(float(preds[0]), 8), "worst": round(float(preds[-1]), 8),
-                            "mean": round(float(preds.mean()), 8)},
+        "top_k_predicted": {
+            "best": round(float(preds[0]), 8),
+            "worst": round(float(preds[-1]), 8),
+            "mean": round(float(preds.mean()), 8),
+        },
         "epochs": None,
         "max_epochs": max_epochs,
         "top_k": top_k,
@@ -92,8 +114,9 @@ def choose(model: FittedModel, prior: dict[str, float], samples: int, top_k: int
     return result, rows, preds
 
 
-def plot_weights(weights: dict[str, float], prior: dict[str, float], baselines: dict[str, dict[str, float]],
-                 path: str | Path) -> None:
+def plot_weights(
+    weights: dict[str, float], prior: dict[str, float], baselines: dict[str, dict[str, float]], path: str | Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +157,9 @@ def read_mixture_file(path: str | Path, domains: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="regmix choose", description="Simulate mixtures, predict them, average the top k.")
+    parser = argparse.ArgumentParser(
+        prog="regmix choose", description="Simulate mixtures, predict them, average the top k."
+    )
     parser.add_argument("--model", required=True, help="directory written by `regmix fit`")
     parser.add_argument("--prior", required=True, help="YAML mapping domain (mixture column) -> token share")
     parser.add_argument("--samples", type=int, help="candidates to simulate (default: settings' choose.samples)")
@@ -175,7 +200,13 @@ def main(argv: list[str]) -> int:
     counts = read_token_counts(args.tokens_available, model.domains) if args.tokens_available else None
     result, rows, preds = choose(model, prior, samples, top_k, seed, max_epochs, counts, train_tokens, chunk)
     inputs = [Path(args.model) / "model.pkl", args.prior] + ([args.tokens_available] if args.tokens_available else [])
-    run_settings = {"samples": samples, "top_k": top_k, "seed": seed, "max_epochs": max_epochs, "train_tokens": train_tokens}
+    run_settings = {
+        "samples": samples,
+        "top_k": top_k,
+        "seed": seed,
+        "max_epochs": max_epochs,
+        "train_tokens": train_tokens,
+    }
     result["provenance"] = io.provenance(run_settings, inputs)
     if args.topk_out:
         frame = pd.DataFrame(np.round(rows, 10), columns=model.domains)
@@ -188,8 +219,10 @@ def main(argv: list[str]) -> int:
         plot_weights(result["weights"], prior, baselines, args.plot)
     io.write_yaml(args.out, result)
     top = sorted(result["weights"].items(), key=lambda kv: -kv[1])[:3]
-    print(f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}: "
-          f"predicted {model.target} = {result['predicted_target']:.4f}; largest weights {top}")
+    print(
+        f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}: "
+        f"predicted {model.target} = {result['predicted_target']:.4f}; largest weights {top}"
+    )
     return 0
 
 

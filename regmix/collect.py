@@ -13,8 +13,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -78,10 +79,14 @@ def collect_proxies(losses_paths: list[str | Path], out_mixtures: str | Path, ou
     weights = pd.DataFrame(weight_rows).sort_values("index")
     losses = pd.DataFrame(loss_rows).sort_values("index")
     if weights["index"].duplicated().any():
-        raise ValueError(f"duplicate mix_id among proxy losses: {sorted(weights['index'][weights['index'].duplicated()])}")
+        raise ValueError(
+            f"duplicate mix_id among proxy losses: {sorted(weights['index'][weights['index'].duplicated()])}"
+        )
     io.write_text(out_mixtures, weights.to_csv(index=False))
     io.write_text(out_losses, losses.to_csv(index=False))
-    io.write_json(provenance_sidecar(out_losses), io.provenance({"outputs": [str(out_mixtures), str(out_losses)]}, losses_paths))
+    io.write_json(
+        provenance_sidecar(out_losses), io.provenance({"outputs": [str(out_mixtures), str(out_losses)]}, losses_paths)
+    )
     return losses
 
 
@@ -179,7 +184,8 @@ def _run_row(key: str, name: str, data: dict, where: str) -> dict:
     if missing:
         raise ValueError(f"{where}: missing run metadata {missing}")
     return {
-        key: name, **{f: data[f] for f in RUN_FIELDS},
+        key: name,
+        **{f: data[f] for f in RUN_FIELDS},
         # recorded by the trainer but not required of every writer of losses.json
         **{f: data.get(f) for f in ("train_loss", "device", "world_size")},
         "model": json.dumps(data.get("model", {}), sort_keys=True),
@@ -197,18 +203,28 @@ def _log_tables(key: str, name: str, records: list[dict], where: str, final: dic
         if "step" not in rec:
             raise ValueError(f"{where}:{number}: log record without 'step'")
         if isinstance(rec.get("val_loss"), dict):
-            valid += [{key: name, "step": rec["step"], "domain": d, "loss": float(v)} for d, v in rec["val_loss"].items()]
+            valid += [
+                {key: name, "step": rec["step"], "domain": d, "loss": float(v)} for d, v in rec["val_loss"].items()
+            ]
         if "loss" in rec:
-            train.append({
-                key: name, "step": int(rec["step"]), "loss": float(rec["loss"]),
-                "lr": float(rec["lr"]) if rec.get("lr") is not None else None,
-                "tokens_per_second": float(rec["tokens_per_second"]) if rec.get("tokens_per_second") is not None else None,
-                "tokens_seen": int(rec["tokens_seen"]) if rec.get("tokens_seen") is not None else None,
-                "grad_norm": float(rec["grad_norm"]) if rec.get("grad_norm") is not None else None,
-                "elapsed": float(rec["elapsed"]) if rec.get("elapsed") is not None else None,
-            })
+            train.append(
+                {
+                    key: name,
+                    "step": int(rec["step"]),
+                    "loss": float(rec["loss"]),
+                    "lr": float(rec["lr"]) if rec.get("lr") is not None else None,
+                    "tokens_per_second": float(rec["tokens_per_second"])
+                    if rec.get("tokens_per_second") is not None
+                    else None,
+                    "tokens_seen": int(rec["tokens_seen"]) if rec.get("tokens_seen") is not None else None,
+                    "grad_norm": float(rec["grad_norm"]) if rec.get("grad_norm") is not None else None,
+                    "elapsed": float(rec["elapsed"]) if rec.get("elapsed") is not None else None,
+                }
+            )
     if not any(row["step"] == final["steps"] for row in valid):
-        valid += [{key: name, "step": final["steps"], "domain": d, "loss": float(v)} for d, v in final["val_loss"].items()]
+        valid += [
+            {key: name, "step": final["steps"], "domain": d, "loss": float(v)} for d, v in final["val_loss"].items()
+        ]
     return train, valid
 
 
@@ -246,8 +262,11 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
     for shots, run in runs.items():
         higher = run.get("higher_is_better", {})
         for task, metrics in run.get("results", {}).items():
-            keys = sorted(tuple(k.split(",", 1)) for k in metrics
-                          if "," in k and not k.split(",")[0].endswith("_stderr") and _number(metrics[k]) is not None)
+            keys = sorted(
+                tuple(k.split(",", 1))
+                for k in metrics
+                if "," in k and not k.split(",")[0].endswith("_stderr") and _number(metrics[k]) is not None
+            )
             names = {m for m, _ in keys}
             metric_name = next((m for m in PRIMARY_METRICS if m in names), min(names) if names else None)
             # one (metric, filter) per task stands for it: the unfiltered one when there is one
@@ -259,12 +278,23 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
                 metric, filt = key.split(",", 1)
                 if metric.endswith("_stderr") or _number(value) is None:
                     continue
-                rows.append({
-                    "candidate": candidate, "task": task, "shots": int(shots), "metric": metric, "filter": filt,
-                    "value": _number(value), "stderr": _number(metrics.get(f"{metric}_stderr,{filt}")),
-                    "higher_is_better": bool(higher.get(task, {}).get(metric, metric not in ("bits_per_byte", "word_perplexity", "byte_perplexity"))),
-                    "is_primary": (metric, filt) == primary,
-                })
+                rows.append(
+                    {
+                        "candidate": candidate,
+                        "task": task,
+                        "shots": int(shots),
+                        "metric": metric,
+                        "filter": filt,
+                        "value": _number(value),
+                        "stderr": _number(metrics.get(f"{metric}_stderr,{filt}")),
+                        "higher_is_better": bool(
+                            higher.get(task, {}).get(
+                                metric, metric not in ("bits_per_byte", "word_perplexity", "byte_perplexity")
+                            )
+                        ),
+                        "is_primary": (metric, filt) == primary,
+                    }
+                )
     if not rows:
         raise ValueError(f"{where}: lm-eval results hold no numeric metric")
     return rows
@@ -273,9 +303,28 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
 # Column types of the tables built from rows, so that a table with no rows (a run that
 # never validated mid-training, say) still has its columns.
 _F, _I, _S, _B = "float64", "Int64", "string", "boolean"
-_RUN = {"seed": _I, "steps": _I, "tokens_seen": _I, "seconds": _F, "tokens_per_second": _F,
-        "code_version": _S, "config_fingerprint": _S, "train_loss": _F, "device": _S, "world_size": _I, "model": _S}
-_TRAIN_LOG = {"step": _I, "loss": _F, "lr": _F, "tokens_per_second": _F, "tokens_seen": _I, "grad_norm": _F, "elapsed": _F}
+_RUN = {
+    "seed": _I,
+    "steps": _I,
+    "tokens_seen": _I,
+    "seconds": _F,
+    "tokens_per_second": _F,
+    "code_version": _S,
+    "config_fingerprint": _S,
+    "train_loss": _F,
+    "device": _S,
+    "world_size": _I,
+    "model": _S,
+}
+_TRAIN_LOG = {
+    "step": _I,
+    "loss": _F,
+    "lr": _F,
+    "tokens_per_second": _F,
+    "tokens_seen": _I,
+    "grad_norm": _F,
+    "elapsed": _F,
+}
 ROW_TABLES: dict[str, dict[str, str]] = {
     "prior": {"domain": _S, "weight": _F},
     "token_counts": {"domain": _S, "split": _S, "tokens": _I},
@@ -293,13 +342,23 @@ ROW_TABLES: dict[str, dict[str, str]] = {
     "large_runs": {"candidate": _S, **_RUN, "achieved_target": _F},
     "large_train_log": {"candidate": _S, **_TRAIN_LOG},
     "large_val_log": {"candidate": _S, "step": _I, "domain": _S, "loss": _F},
-    "eval_results": {"candidate": _S, "task": _S, "shots": _I, "metric": _S, "filter": _S, "value": _F,
-                     "stderr": _F, "higher_is_better": _B, "is_primary": _B},
+    "eval_results": {
+        "candidate": _S,
+        "task": _S,
+        "shots": _I,
+        "metric": _S,
+        "filter": _S,
+        "value": _F,
+        "stderr": _F,
+        "higher_is_better": _B,
+        "is_primary": _B,
+    },
 }
 
 
-def gather_tables(settings: dict, results: str | Path,
-                  regressor_loader: Callable[[Path], Any] = load_regressor) -> tuple[dict[str, pd.DataFrame], list[Path]]:
+def gather_tables(
+    settings: dict, results: str | Path, regressor_loader: Callable[[Path], Any] = load_regressor
+) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """Every table of the database, read from the run's files; and the files read."""
     read = _Reader(Path(results))
     domains, target = settings["domains"], settings["regression"]["target"]
@@ -308,9 +367,13 @@ def gather_tables(settings: dict, results: str | Path,
     prior = read.yaml("data/prior.yaml")
     t["prior"] = [{"domain": d, "weight": float(prior[d])} for d in domains if d in prior]
     if len(t["prior"]) != len(domains):
-        raise ValueError(f"{read.results / 'data/prior.yaml'}: no share for domain(s) {[d for d in domains if d not in prior]}")
+        raise ValueError(
+            f"{read.results / 'data/prior.yaml'}: no share for domain(s) {[d for d in domains if d not in prior]}"
+        )
     counts = read.json("data/token_counts.json")
-    t["token_counts"] = [{"domain": d, "split": s, "tokens": int(n)} for d in domains for s, n in counts.get(d, {}).items()]
+    t["token_counts"] = [
+        {"domain": d, "split": s, "tokens": int(n)} for d in domains for s, n in counts.get(d, {}).items()
+    ]
 
     for mix in settings["mixture_ids"]:
         where = f"mixtures/{mix}.yaml"
@@ -318,10 +381,13 @@ def gather_tables(settings: dict, results: str | Path,
             t["mixtures"].append({"mix_id": mix, "domain": d, "weight": w})
         where = f"proxies/{mix}/losses.json"
         data = read.json(where)
-        t["proxy_losses"] += [{"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, domains, where).items()]
+        t["proxy_losses"] += [
+            {"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, domains, where).items()
+        ]
         t["proxy_runs"].append(_run_row("mix_id", mix, data, where))
-        train, valid = _log_tables("mix_id", mix, read.jsonl(f"proxies/{mix}/train_log.jsonl"),
-                                   f"proxies/{mix}/train_log.jsonl", data)
+        train, valid = _log_tables(
+            "mix_id", mix, read.jsonl(f"proxies/{mix}/train_log.jsonl"), f"proxies/{mix}/train_log.jsonl", data
+        )
         t["proxy_train_log"] += train
         t["proxy_val_log"] += valid
 
@@ -357,8 +423,9 @@ def gather_tables(settings: dict, results: str | Path,
         losses = _val_losses(data, domains, where)
         t["large_losses"] += [{"candidate": cand, "domain": d, "loss": v} for d, v in losses.items()]
         t["large_runs"].append({**_run_row("candidate", cand, data, where), "achieved_target": _target(losses, target)})
-        train, valid = _log_tables("candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"),
-                                   f"large/{cand}/train_log.jsonl", data)
+        train, valid = _log_tables(
+            "candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"), f"large/{cand}/train_log.jsonl", data
+        )
         t["large_train_log"] += train
         t["large_val_log"] += valid
         where = f"eval/{cand}.json"
@@ -372,7 +439,8 @@ def gather_tables(settings: dict, results: str | Path,
         {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted)
     ]
     tables = {
-        name: rows if isinstance(rows, pd.DataFrame)
+        name: rows
+        if isinstance(rows, pd.DataFrame)
         else pd.DataFrame(rows, columns=list(ROW_TABLES[name])).astype(ROW_TABLES[name])
         for name, rows in t.items()
     }
@@ -423,20 +491,32 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def build_database(settings: dict, results: str | Path, out: str | Path, parquet_dir: str | Path | None = None,
-                   regressor_loader: Callable[[Path], Any] = load_regressor) -> dict[str, int]:
+def build_database(
+    settings: dict,
+    results: str | Path,
+    out: str | Path,
+    parquet_dir: str | Path | None = None,
+    regressor_loader: Callable[[Path], Any] = load_regressor,
+) -> dict[str, int]:
     """Rebuild the DuckDB database (and Parquet copies) from the run's files."""
     import duckdb
 
     tables, inputs = gather_tables(settings, results, regressor_loader)
     record = io.provenance(settings, inputs)
-    tables["provenance"] = pd.DataFrame([
-        {"key": "code_version", "value": record["code_version"]},
-        {"key": "settings", "value": json.dumps(record["settings"], sort_keys=True)},
-        {"key": "settings_fingerprint", "value": record["settings_fingerprint"]},
-        *({"key": f"input:{Path(p).relative_to(Path(results)) if Path(p).is_relative_to(Path(results)) else p}", "value": h}
-          for p, h in record["inputs"].items()),
-    ])
+    tables["provenance"] = pd.DataFrame(
+        [
+            {"key": "code_version", "value": record["code_version"]},
+            {"key": "settings", "value": json.dumps(record["settings"], sort_keys=True)},
+            {"key": "settings_fingerprint", "value": record["settings_fingerprint"]},
+            *(
+                {
+                    "key": f"input:{Path(p).relative_to(Path(results)) if Path(p).is_relative_to(Path(results)) else p}",
+                    "value": h,
+                }
+                for p, h in record["inputs"].items()
+            ),
+        ]
+    )
     out = Path(out)
     with io.atomic_path(out) as tmp:
         tmp.unlink()  # duckdb refuses to open an empty file as a database
@@ -456,7 +536,9 @@ def build_database(settings: dict, results: str | Path, out: str | Path, parquet
                     for name in tables:
                         con.execute(f"COPY \"{name}\" TO '{staging / (name + '.parquet')}' (FORMAT parquet)")
                     for name in VIEWS:
-                        con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{staging / (name + '.parquet')}' (FORMAT parquet)")
+                        con.execute(
+                            f"COPY (SELECT * FROM \"{name}\") TO '{staging / (name + '.parquet')}' (FORMAT parquet)"
+                        )
                 except BaseException:
                     shutil.rmtree(staging)
                     raise

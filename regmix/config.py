@@ -74,7 +74,7 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed_yaml(path: Path, mtime_ns: int) -> dict:
     return yaml.safe_load(path.read_text())
 
@@ -144,14 +144,18 @@ def _check_semantics(config: dict) -> None:
     for stage in ("proxy", "large"):
         name = config[stage]["model"]
         if name not in models:
-            raise ConfigError(f"config key '{stage}.model' = {name!r}: no such model in models.yaml (known: {sorted(models)})")
+            raise ConfigError(
+                f"config key '{stage}.model' = {name!r}: no such model in models.yaml (known: {sorted(models)})"
+            )
         if config[stage]["global_batch"] % config[stage]["micro_batch"]:
             raise ConfigError(
                 f"config key '{stage}.global_batch' = {config[stage]['global_batch']}: "
                 f"must be a multiple of {stage}.micro_batch = {config[stage]['micro_batch']}"
             )
         if config[stage]["warmup_steps"] >= config[stage]["steps"]:
-            raise ConfigError(f"config key '{stage}.warmup_steps' = {config[stage]['warmup_steps']}: must be below {stage}.steps")
+            raise ConfigError(
+                f"config key '{stage}.warmup_steps' = {config[stage]['warmup_steps']}: must be below {stage}.steps"
+            )
     for name, weights in config["large"]["named"].items():
         if name in ("regmix", *config["large"]["baselines"]) or name.startswith("random_"):
             raise ConfigError(f"config key 'large.named.{name}': name is reserved for a built-in candidate")
@@ -230,7 +234,9 @@ def stage_settings(config: dict, stage: str) -> dict:
     if stage == "mixtures":
         return {**base, "mixtures": config["mixtures"], "large_train_tokens": large_train_tokens(config)}
     if stage in ("proxy", "large"):
-        section = {k: v for k, v in config[stage].items() if k not in ("resources", "named", "baselines", "random_candidates")}
+        section = {
+            k: v for k, v in config[stage].items() if k not in ("resources", "named", "baselines", "random_candidates")
+        }
         return {**base, stage: section, "model": model_architecture(config[stage]["model"])}
     if stage == "regression":
         return {**base, "regression": config["regression"]}
@@ -297,7 +303,9 @@ def main(argv: list[str]) -> int:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="regmix check-config", description="Validate a config and print it with defaults.")
+    parser = argparse.ArgumentParser(
+        prog="regmix check-config", description="Validate a config and print it with defaults."
+    )
     parser.add_argument("config", help="YAML config file")
     args = parser.parse_args(argv)
     print(json.dumps(load_config(args.config), indent=2))

@@ -34,10 +34,10 @@ import sys
 import sysconfig
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 from regmix import io, sources
 from regmix.config import parse_settings
@@ -53,6 +53,7 @@ _LEGAL_STEMS = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "COPYRIGHT")
 
 
 # --------------------------------------------------------------------------- files
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -87,7 +88,9 @@ def _own_install(relative: str) -> bool:
     # this project's own files must not feed the corpus it builds (editable installs)
     parts = relative.split("/")
     top = parts[1] if parts[0] in ("site-packages", "dist-packages") and len(parts) > 1 else parts[0]
-    return top == "regmix" or top.startswith(("regmix_pipeline", "__editable__.regmix_pipeline", "__editable___regmix_pipeline"))
+    return top == "regmix" or top.startswith(
+        ("regmix_pipeline", "__editable__.regmix_pipeline", "__editable___regmix_pipeline")
+    )
 
 
 def scan_files(roots: list[Path]) -> list[SourceFile]:
@@ -126,6 +129,7 @@ def file_domain(source: SourceFile, seed: int) -> str | None:
 
 # --------------------------------------------------------------------------- documents
 
+
 def _docstrings(text: str) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escapes etc. in third-party code
@@ -163,6 +167,7 @@ def _extract(domain: str, source: SourceFile, text: str) -> str | None:
 
 # --------------------------------------------------------------------------- arithmetic
 
+
 def _arithmetic_question(rng: random.Random, module: str) -> tuple[str, str]:
     n = lambda lo, hi: rng.randint(lo, hi)  # noqa: E731
     if module == "add_sub":
@@ -198,9 +203,15 @@ def _arithmetic_question(rng: random.Random, module: str) -> tuple[str, str]:
             str(c[0] * x * x + c[1] * x + c[2]),
         )
     if module == "round":
-        value = rng.randint(-10**7, 10**7) / 10**4
+        value = rng.randint(-(10**7), 10**7) / 10**4
         places = rng.choice([0, 1, 2, -1, -2])
-        where = {0: "the nearest integer", 1: "one decimal place", 2: "two decimal places", -1: "the nearest ten", -2: "the nearest one hundred"}[places]
+        where = {
+            0: "the nearest integer",
+            1: "one decimal place",
+            2: "two decimal places",
+            -1: "the nearest ten",
+            -2: "the nearest one hundred",
+        }[places]
         rounded = round(Fraction(str(value)), places)
         return f"Round {value} to {where}.", str(int(rounded) if places <= 0 else float(rounded))
     if module == "sort":
@@ -230,14 +241,29 @@ def _arithmetic_question(rng: random.Random, module: str) -> tuple[str, str]:
         return f"List the prime factors of {value}.", ", ".join(map(str, sorted(set(factors))))
     # derivative of a polynomial
     coeffs = {k: n(-9, 9) for k in range(rng.randint(1, 4), -1, -1)}
-    terms = lambda cs: " + ".join(  # noqa: E731
-        f"{c}*x**{k}" if k > 1 else f"{c}*x" if k == 1 else str(c) for k, c in cs.items() if c
-    ).replace("+ -", "- ") or "0"
+    terms = lambda cs: (
+        " + ".join(  # noqa: E731
+            f"{c}*x**{k}" if k > 1 else f"{c}*x" if k == 1 else str(c) for k, c in cs.items() if c
+        ).replace("+ -", "- ")
+        or "0"
+    )
     derived = {k - 1: c * k for k, c in coeffs.items() if k > 0}
     return f"Find the first derivative of {terms(coeffs)} wrt x.", terms(derived)
 
 
-ARITHMETIC_MODULES = ("add_sub", "mul", "div", "linear", "gcd_lcm", "polynomial", "round", "sort", "base", "primes", "derivative")
+ARITHMETIC_MODULES = (
+    "add_sub",
+    "mul",
+    "div",
+    "linear",
+    "gcd_lcm",
+    "polynomial",
+    "round",
+    "sort",
+    "base",
+    "primes",
+    "derivative",
+)
 
 
 def arithmetic_documents(seed: int) -> Iterator[str]:
@@ -251,12 +277,15 @@ def arithmetic_documents(seed: int) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- building
 
+
 @dataclass
 class DomainBuild:
     documents: list[str] = field(default_factory=list)
     bytes: int = 0
     sources: list[dict] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=lambda: {"too_large": 0, "undecodable": 0, "no_text": 0, "too_short": 0, "duplicate": 0})
+    skipped: dict[str, int] = field(
+        default_factory=lambda: {"too_large": 0, "undecodable": 0, "no_text": 0, "too_short": 0, "duplicate": 0}
+    )
 
 
 def _round_robin(files: list[SourceFile], rng: random.Random) -> Iterator[SourceFile]:
@@ -299,7 +328,9 @@ def _add(build: DomainBuild, text: str, seen: set[bytes], cap: int) -> bool:
 def build_domain(domain: str, files: list[SourceFile], seed: int, cap: int, seen: set[bytes]) -> DomainBuild:
     build = DomainBuild()
     if domain == "arithmetic":
-        build.sources.append({"generator": "regmix.corpus.arithmetic_documents", "seed": seed, "modules": list(ARITHMETIC_MODULES)})
+        build.sources.append(
+            {"generator": "regmix.corpus.arithmetic_documents", "seed": seed, "modules": list(ARITHMETIC_MODULES)}
+        )
         for text in arithmetic_documents(seed):
             if _add(build, text, seen, cap):
                 break
@@ -328,7 +359,9 @@ def build_domain(domain: str, files: list[SourceFile], seed: int, cap: int, seen
         before = len(build.documents)
         full = _add(build, document, seen, cap)
         if len(build.documents) > before:
-            build.sources.append({"path": str(source.path), "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)})
+            build.sources.append(
+                {"path": str(source.path), "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+            )
         if full:
             break
     return build
@@ -350,7 +383,9 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     for domain in domains:
         build = build_domain(domain, by_domain[domain], seed, cap, seen)
         if not build.documents:
-            raise ValueError(f"demo domain {domain!r}: no documents found in {[str(r) for r in roots]} ({len(by_domain[domain])} candidate files)")
+            raise ValueError(
+                f"demo domain {domain!r}: no documents found in {[str(r) for r in roots]} ({len(by_domain[domain])} candidate files)"
+            )
         split = {"train": [], "valid": []}
         for text in build.documents:
             split["valid" if sources.in_valid_split(text, seed, data["valid_fraction"]) else "train"].append(text)
@@ -396,7 +431,9 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
     source, domains = settings["data"]["source"], settings["domains"]
     out_dir = Path(out_dir)
     temps: dict[tuple[str, str], tuple[Path, object]] = {}
-    counts = {d: {"documents": dict.fromkeys(sources.SPLITS, 0), "bytes": dict.fromkeys(sources.SPLITS, 0)} for d in domains}
+    counts = {
+        d: {"documents": dict.fromkeys(sources.SPLITS, 0), "bytes": dict.fromkeys(sources.SPLITS, 0)} for d in domains
+    }
     try:
         for domain in domains:
             for split in sources.SPLITS:
@@ -413,7 +450,13 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
                 counts[domain]["bytes"][split] += len(text.encode("utf-8"))
         for (domain, split), (tmp, writer) in temps.items():
             writer.close()
-        manifest = {"kind": "huggingface", "materialized": True, "seed": settings["seed"], "source": source, "domains": {}}
+        manifest = {
+            "kind": "huggingface",
+            "materialized": True,
+            "seed": settings["seed"],
+            "source": source,
+            "domains": {},
+        }
         for (domain, split), (tmp, _) in temps.items():
             final = sources.corpus_file(out_dir, source, domain, split)
             tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
@@ -435,14 +478,21 @@ def corpus_outputs(config: dict) -> list[str]:
     corpus_dir = Path(config["results_dir"]) / "corpus"
     files = [str(corpus_dir / "manifest.json")]
     if source["kind"] == "demo" or (source["kind"] == "huggingface" and source["materialize"]):
-        files += [str(sources.corpus_file(corpus_dir, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS]
+        files += [
+            str(sources.corpus_file(corpus_dir, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS
+        ]
     return files
 
 
 def describe_source(settings: dict, out_dir: str | Path) -> dict:
     """Manifest for a source read in place: its settings and local files (with sizes)."""
     config_like = {"data": settings["data"], "results_dir": str(Path(out_dir).parent)}
-    manifest = {"kind": settings["data"]["source"]["kind"], "seed": settings["seed"], "source": settings["data"]["source"], "domains": {}}
+    manifest = {
+        "kind": settings["data"]["source"]["kind"],
+        "seed": settings["seed"],
+        "source": settings["data"]["source"],
+        "domains": {},
+    }
     for domain in settings["domains"]:
         manifest["domains"][domain] = {
             split: [{"path": p, "bytes": os.path.getsize(p)} for p in sources.input_files(config_like, domain, split)]
@@ -462,12 +512,16 @@ def main(argv: list[str]) -> int:
     if source["kind"] == "huggingface" and source["materialize"]:
         manifest = materialize_dataset(settings, args.out)
         for domain, entry in manifest["domains"].items():
-            print(f"{domain:20s} train {entry['documents']['train']:9d} docs   valid {entry['documents']['valid']:7d} docs")
+            print(
+                f"{domain:20s} train {entry['documents']['train']:9d} docs   valid {entry['documents']['valid']:7d} docs"
+            )
     elif source["kind"] == "demo":
         manifest = build_demo(settings, args.out)
         for domain, entry in manifest["domains"].items():
-            print(f"{domain:12s} train {entry['documents']['train']:6d} docs {entry['bytes']['train']:>10,d} B   "
-                  f"valid {entry['documents']['valid']:5d} docs {entry['bytes']['valid']:>9,d} B")
+            print(
+                f"{domain:12s} train {entry['documents']['train']:6d} docs {entry['bytes']['train']:>10,d} B   "
+                f"valid {entry['documents']['valid']:5d} docs {entry['bytes']['valid']:>9,d} B"
+            )
     else:
         describe_source(settings, args.out)
     return 0

@@ -10,8 +10,8 @@ per-sample Python runs on the hot path.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -51,7 +51,9 @@ class TokenStream:
             lengths.append(n)
         self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         if int(self.offsets[-1]) != int(meta["tokens"]):
-            raise ValueError(f"token sidecar {self.sidecar_path}: says {meta['tokens']} tokens, files hold {int(self.offsets[-1])}")
+            raise ValueError(
+                f"token sidecar {self.sidecar_path}: says {meta['tokens']} tokens, files hold {int(self.offsets[-1])}"
+            )
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -111,7 +113,15 @@ class MixtureBatches:
     `batch(step)` returns windows [K, global_batch, seq_len + 1] (int64); model k's batch
     depends only on (seed, step, its own weights)."""
 
-    def __init__(self, data_dir: str | Path, domains: list[str], weights: Sequence[dict[str, float]], seq_len: int, global_batch: int, seed: int):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        domains: list[str],
+        weights: Sequence[dict[str, float]],
+        seq_len: int,
+        global_batch: int,
+        seed: int,
+    ):
         self.domains, self.seq_len, self.global_batch, self.seed = list(domains), seq_len, global_batch, seed
         self.weights = np.array([[w.get(d, 0.0) for d in self.domains] for w in weights], dtype=np.float64)
         self.weights /= self.weights.sum(1, keepdims=True)

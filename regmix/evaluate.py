@@ -65,15 +65,20 @@ def _interleave(docs: list[list[str]], limit: int) -> list[tuple[int, str]]:
     return out[:limit]
 
 
-def _choice_items(segments: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict,
-                  rng: random.Random) -> list[dict]:
+def _choice_items(
+    segments: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict, rng: random.Random
+) -> list[dict]:
     """Multiple-choice items: a segment's context, its true continuation, and continuations
     cut from segments of *other* documents in `pool` (same domain) as distractors."""
+
     def cut(text: str) -> tuple[str, str] | None:
         pos = _split_point(text, ev["mc_context_chars"])
         if pos is None:
             return None
-        context, continuation = text[max(0, pos - ev["mc_context_chars"]) : pos], text[pos : pos + ev["mc_continuation_chars"]]
+        context, continuation = (
+            text[max(0, pos - ev["mc_context_chars"]) : pos],
+            text[pos : pos + ev["mc_continuation_chars"]],
+        )
         return (context, continuation) if context.strip() and continuation.strip() else None
 
     candidates = [(doc, c) for doc, text in pool if (c := cut(text))]
@@ -251,8 +256,14 @@ def _task_plan(ev: dict, tasks_dir: Path | None) -> dict[int, list[str]]:
     return {n: tasks for n, tasks in plan.items() if tasks}
 
 
-def evaluate(settings: dict, model_dir: str | Path, tasks_dir: str | Path | None, out: str | Path,
-             tokenizer_dir: str | Path | None = None, samples_out: str | Path | None = None) -> dict:
+def evaluate(
+    settings: dict,
+    model_dir: str | Path,
+    tasks_dir: str | Path | None,
+    out: str | Path,
+    tokenizer_dir: str | Path | None = None,
+    samples_out: str | Path | None = None,
+) -> dict:
     """Run lm-eval on a checkpoint at every shot count; write one JSON of lm-eval's results."""
     import lm_eval
     import lm_eval.utils
@@ -331,5 +342,7 @@ def main(argv: list[str]) -> int:
     for shots, run in output["runs"].items():
         for task, metrics in sorted(run["results"].items()):
             shown = {k.split(",")[0]: v for k, v in metrics.items() if "," in k and "stderr" not in k}
-            print(f"{shots}-shot {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, float)))
+            print(
+                f"{shots}-shot {task}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, float))
+            )
     return 0

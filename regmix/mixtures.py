@@ -76,8 +76,13 @@ def read_token_counts(path: str | Path, domains: list[str]) -> dict[str, int]:
     return out
 
 
-def weight_caps(domains: list[str], prior: dict[str, float], max_epochs: float,
-                token_counts: dict[str, int] | None, train_tokens: int | None) -> np.ndarray:
+def weight_caps(
+    domains: list[str],
+    prior: dict[str, float],
+    max_epochs: float,
+    token_counts: dict[str, int] | None,
+    train_tokens: int | None,
+) -> np.ndarray:
     """Largest feasible weight per domain.
 
     With token counts: max_epochs x train tokens of the domain / tokens of the large run.
@@ -101,8 +106,14 @@ def epochs_needed(weights: dict[str, float], token_counts: dict[str, int], train
     return out
 
 
-def draw_candidates(rng: np.random.Generator, tempered: np.ndarray, concentrations: np.ndarray,
-                    n: int, min_weight: float, caps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def draw_candidates(
+    rng: np.random.Generator,
+    tempered: np.ndarray,
+    concentrations: np.ndarray,
+    n: int,
+    min_weight: float,
+    caps: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """n draws of the synthesis distribution: (feasible rows, count of rejections per domain)."""
     multipliers = concentrations[rng.integers(0, len(concentrations), n)]
     rows = np.empty((n, len(tempered)))
@@ -132,15 +143,24 @@ def synthesis_distribution(settings: dict, prior: dict[str, float]) -> tuple[np.
     """(tempered prior in domain order, concentration multipliers)."""
     mix = settings["mixtures"]
     if mix["concentration_min"] > mix["concentration_max"]:
-        raise ValueError(f"mixtures.concentration_min = {mix['concentration_min']} > concentration_max = {mix['concentration_max']}")
+        raise ValueError(
+            f"mixtures.concentration_min = {mix['concentration_min']} > concentration_max = {mix['concentration_max']}"
+        )
     base = np.array([prior[d] for d in settings["domains"]]) ** mix["temperature"]
     tempered = base / base.sum()
-    concentrations = np.logspace(np.log10(mix["concentration_min"]), np.log10(mix["concentration_max"]), mix["concentration_steps"])
+    concentrations = np.logspace(
+        np.log10(mix["concentration_min"]), np.log10(mix["concentration_max"]), mix["concentration_steps"]
+    )
     return tempered, concentrations
 
 
-def synthesize(settings: dict, prior: dict[str, float], token_counts: dict[str, int] | None,
-               count: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+def synthesize(
+    settings: dict,
+    prior: dict[str, float],
+    token_counts: dict[str, int] | None,
+    count: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """`count` distinct feasible mixtures (rows in settings['domains'] order)."""
     domains, mix = settings["domains"], settings["mixtures"]
     count = mix["count"] if count is None else count
@@ -161,7 +181,8 @@ def synthesize(settings: dict, prior: dict[str, float], token_counts: dict[str, 
         raise ValueError(
             f"only {len(pool)} feasible distinct mixtures after {MAX_POOL_ROUNDS} rounds, need {count}: "
             f"the epoch cap (max_epochs = {mix['max_epochs']}) is too tight, most often for domain {worst!r} "
-            f"(cap {caps[int(np.argmax(rejections))]:.4g} of the mixture)")
+            f"(cap {caps[int(np.argmax(rejections))]:.4g} of the mixture)"
+        )
     chosen = rng.choice(len(pool), size=count, replace=False)
     return pool[np.sort(chosen)]
 

@@ -11,7 +11,7 @@ the whole batch.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,15 +45,23 @@ def resolve_architecture(model: dict, tokenizer_vocab: int | None = None) -> dic
     vocab = arch["vocab_size"]
     if vocab == "tokenizer":
         if tokenizer_vocab is None:
-            raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size 'tokenizer' needs the tokenizer's vocabulary size")
+            raise ValueError(
+                f"model {arch.get('name', '?')!r}: vocab_size 'tokenizer' needs the tokenizer's vocabulary size"
+            )
         vocab = tokenizer_vocab
     if not isinstance(vocab, int) or vocab < 2:
-        raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size = {vocab!r} is not a positive integer or 'tokenizer'")
+        raise ValueError(
+            f"model {arch.get('name', '?')!r}: vocab_size = {vocab!r} is not a positive integer or 'tokenizer'"
+        )
     if tokenizer_vocab is not None and vocab < tokenizer_vocab:
-        raise ValueError(f"model {arch.get('name', '?')!r}: vocab_size {vocab} is smaller than the tokenizer's {tokenizer_vocab}")
+        raise ValueError(
+            f"model {arch.get('name', '?')!r}: vocab_size {vocab} is smaller than the tokenizer's {tokenizer_vocab}"
+        )
     arch["vocab_size"] = padded_vocab(vocab, int(arch.get("pad_vocab_to", 1) or 1))
     if arch["hidden_size"] % arch["n_heads"] or (arch["hidden_size"] // arch["n_heads"]) % 2:
-        raise ValueError(f"model {arch.get('name', '?')!r}: hidden_size {arch['hidden_size']} must split into n_heads {arch['n_heads']} heads of even size")
+        raise ValueError(
+            f"model {arch.get('name', '?')!r}: hidden_size {arch['hidden_size']} must split into n_heads {arch['n_heads']} heads of even size"
+        )
     return arch
 
 
@@ -131,7 +139,9 @@ def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-def chunk_loss_and_grad(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_n: float, need_grad: bool):
+def chunk_loss_and_grad(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_n: float, need_grad: bool
+):
     """Summed cross-entropy of logits = hidden @ weight^T for one chunk of tokens, and
     d(loss x inv_n)/d logits (in the hidden dtype) when `need_grad`.
 
@@ -185,7 +195,15 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss.view(-1, 1, 1)
-        return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None, None, None, None, None)
+        return (
+            grad_hidden * scale.to(grad_hidden.dtype),
+            (grad_weight * scale).to(ctx.weight_dtype),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 class StackedLlama(nn.Module):
@@ -267,7 +285,11 @@ class StackedLlama(nn.Module):
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         budget = LOSS_CHUNK_ELEMENTS.get(hidden.device.type, LOSS_CHUNK_ELEMENTS["cpu"])
         chunk = max(1, budget // self.arch["vocab_size"])
-        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+        dtype = (
+            torch.get_autocast_dtype(hidden.device.type)
+            if torch.is_autocast_enabled(hidden.device.type)
+            else hidden.dtype
+        )
         # gradients are computed inside the forward, so it must know whether to (not under no_grad)
         need_grad = torch.is_grad_enabled() and (hidden.requires_grad or self.lm_head.requires_grad)
         return _StackedLinearCrossEntropy.apply(hidden, self.lm_head, targets, chunk, dtype, need_grad, self.chunk_loss)
@@ -277,22 +299,28 @@ class StackedLlama(nn.Module):
     def hf_state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """Model `index` as a LlamaForCausalLM state dict."""
         h, i = self.arch["hidden_size"], self.arch["intermediate_size"]
-        out = {"model.embed_tokens.weight": self.embed[index], "model.norm.weight": self.norm[index], "lm_head.weight": self.lm_head[index]}
+        out = {
+            "model.embed_tokens.weight": self.embed[index],
+            "model.norm.weight": self.norm[index],
+            "lm_head.weight": self.lm_head[index],
+        }
         for n, layer in enumerate(self.layers):
             p = f"model.layers.{n}."
             q, k, v = layer.qkv[index].split(h, dim=0)
             gate, up = layer.gate_up[index].split(i, dim=0)
-            out.update({
-                p + "input_layernorm.weight": layer.attn_norm[index],
-                p + "self_attn.q_proj.weight": q,
-                p + "self_attn.k_proj.weight": k,
-                p + "self_attn.v_proj.weight": v,
-                p + "self_attn.o_proj.weight": layer.o[index],
-                p + "post_attention_layernorm.weight": layer.mlp_norm[index],
-                p + "mlp.gate_proj.weight": gate,
-                p + "mlp.up_proj.weight": up,
-                p + "mlp.down_proj.weight": layer.down[index],
-            })
+            out.update(
+                {
+                    p + "input_layernorm.weight": layer.attn_norm[index],
+                    p + "self_attn.q_proj.weight": q,
+                    p + "self_attn.k_proj.weight": k,
+                    p + "self_attn.v_proj.weight": v,
+                    p + "self_attn.o_proj.weight": layer.o[index],
+                    p + "post_attention_layernorm.weight": layer.mlp_norm[index],
+                    p + "mlp.gate_proj.weight": gate,
+                    p + "mlp.up_proj.weight": up,
+                    p + "mlp.down_proj.weight": layer.down[index],
+                }
+            )
         return {name: t.detach().float().cpu().clone() for name, t in out.items()}
 
     def to_hf(self, index: int, config):
@@ -305,7 +333,7 @@ class StackedLlama(nn.Module):
         return model.eval()
 
     @torch.no_grad()
-    def load_hf(self, models: Sequence) -> "StackedLlama":
+    def load_hf(self, models: Sequence) -> StackedLlama:
         """Copy K HF LlamaForCausalLM weights into the stack (K = len(models))."""
         if len(models) != self.k:
             raise ValueError(f"expected {self.k} models, got {len(models)}")

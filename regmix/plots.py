@@ -47,7 +47,18 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 
 def _candidate_colors(candidates: list[str]) -> dict[str, str]:
-    cycle = ["#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    cycle = [
+        "#d62728",
+        "#1f77b4",
+        "#7f7f7f",
+        "#2ca02c",
+        "#9467bd",
+        "#ff7f0e",
+        "#8c564b",
+        "#e377c2",
+        "#17becf",
+        "#bcbd22",
+    ]
     return {c: cycle[i % len(cycle)] for i, c in enumerate(candidates)}
 
 
@@ -63,10 +74,23 @@ def mixture_weights(data: dict, settings: dict, plt):
     ax.boxplot(values, widths=0.5, showfliers=False)
     rng = np.random.default_rng(0)
     for i, v in enumerate(values, 1):
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=12, alpha=0.6, color="#1f77b4",
-                   label="proxy mixture" if i == 1 else None)
-    ax.scatter(range(1, len(domains) + 1), [prior[d] for d in domains], marker="D", color="#d62728", s=40,
-               zorder=3, label="prior (token share)")
+        ax.scatter(
+            i + rng.uniform(-0.15, 0.15, len(v)),
+            v,
+            s=12,
+            alpha=0.6,
+            color="#1f77b4",
+            label="proxy mixture" if i == 1 else None,
+        )
+    ax.scatter(
+        range(1, len(domains) + 1),
+        [prior[d] for d in domains],
+        marker="D",
+        color="#d62728",
+        s=40,
+        zorder=3,
+        label="prior (token share)",
+    )
     ax.set_xticks(range(1, len(domains) + 1), domains)
     ax.set_xlabel("domain")
     ax.set_ylabel("weight (fraction of training tokens)")
@@ -87,7 +111,7 @@ def proxy_loss_vs_weight(data: dict, settings: dict, plt):
         ax.set_title(f"{domain}{' (regression target)' if is_target else ''}", fontsize=10)
         ax.set_xlabel(f"weight of '{domain}' in the mixture")
         ax.set_ylabel(f"proxy validation loss on '{domain}' ({LOSS_UNIT})", fontsize=8)
-    for ax in list(axes.flat)[len(domains):]:
+    for ax in list(axes.flat)[len(domains) :]:
         ax.set_visible(False)
     fig.suptitle("Proxy models: each domain's validation loss against its weight")
     return fig
@@ -125,8 +149,13 @@ def candidate_mixtures(data: dict, settings: dict, plt):
     fig, ax = plt.subplots(figsize=(1.4 * len(domains) + 3, 4.2))
     x = np.arange(len(domains))
     for i, cand in enumerate(names):
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, [weights.loc[cand, d] for d in domains], width,
-               label=cand, color=colors[cand])
+        ax.bar(
+            x + (i - (len(names) - 1) / 2) * width,
+            [weights.loc[cand, d] for d in domains],
+            width,
+            label=cand,
+            color=colors[cand],
+        )
     ax.set_xticks(x, domains)
     ax.set_xlabel("domain")
     ax.set_ylabel("weight (fraction of training tokens)")
@@ -141,8 +170,9 @@ def predicted_vs_achieved(data: dict, settings: dict, plt):
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for r in rows.itertuples():
         ax.scatter(r.predicted_target, r.achieved_target, color=colors.get(r.candidate, "black"), s=30)
-        ax.annotate(r.candidate, (r.predicted_target, r.achieved_target), fontsize=8, xytext=(4, 2),
-                    textcoords="offset points")
+        ax.annotate(
+            r.candidate, (r.predicted_target, r.achieved_target), fontsize=8, xytext=(4, 2), textcoords="offset points"
+        )
     target = _target_label(settings["regression"]["target"])
     ax.set_xlabel(f"predicted by the regression ({LOSS_UNIT})")
     ax.set_ylabel(f"achieved: large model's {target}\n({LOSS_UNIT})", fontsize=9)
@@ -190,7 +220,13 @@ def downstream_scores(data: dict, settings: dict, plt):
         errors = [0.0 if pd.isna(part["stderr"].get(c)) else part["stderr"].get(c) for c in names]
         ax.bar(range(len(names)), values, yerr=errors, capsize=3, color=[colors[c] for c in names])
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        unit = " (bits/byte, lower is better)" if metric == "bits_per_byte" else " (accuracy, higher is better)" if metric.startswith("acc") else ""
+        unit = (
+            " (bits/byte, lower is better)"
+            if metric == "bits_per_byte"
+            else " (accuracy, higher is better)"
+            if metric.startswith("acc")
+            else ""
+        )
         ax.set_ylabel(f"{metric}{unit}", fontsize=8)
         ax.set_title(task, fontsize=9)
         finite = [v for v in values if not pd.isna(v)]
@@ -199,7 +235,7 @@ def downstream_scores(data: dict, settings: dict, plt):
         elif finite:
             spread = max(finite) - min(finite) or abs(max(finite)) * 0.05 or 1.0
             ax.set_ylim(max(0.0, min(finite) - 2 * spread), max(finite) + 2 * spread)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
     fig.suptitle("Downstream scores per candidate (mean over shot counts; error bars: ±1 stderr)")
     return fig
@@ -214,8 +250,17 @@ DRAWERS = {
     "large_training_curves.png": large_training_curves,
     "downstream_scores.png": downstream_scores,
 }
-TABLES = ("mixtures", "prior", "proxy_losses", "regression_cv_predictions", "candidates", "target_loss",
-          "large_train_log", "large_val_log", "task_ranking")
+TABLES = (
+    "mixtures",
+    "prior",
+    "proxy_losses",
+    "regression_cv_predictions",
+    "candidates",
+    "target_loss",
+    "large_train_log",
+    "large_val_log",
+    "task_ranking",
+)
 
 
 def draw_all(settings: dict, db: str | Path, out_dir: str | Path) -> list[Path]:
@@ -238,8 +283,9 @@ def draw_all(settings: dict, db: str | Path, out_dir: str | Path) -> list[Path]:
         fig.tight_layout()
         path = out_dir / name
         with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110,
-                        metadata={"Title": name, "Description": json.dumps(record, sort_keys=True)})
+            fig.savefig(
+                tmp, format="png", dpi=110, metadata={"Title": name, "Description": json.dumps(record, sort_keys=True)}
+            )
         plt.close(fig)
         written.append(path)
     io.write_json(out_dir / "provenance.json", {**record, "figures": [p.name for p in written]})

@@ -60,7 +60,9 @@ def _read_indexed_csv(path: str | Path) -> pd.DataFrame:
     return frame.set_index("index")
 
 
-def align_swarm(mixtures: pd.DataFrame, losses: pd.DataFrame, where: str = "swarm") -> tuple[pd.DataFrame, pd.DataFrame]:
+def align_swarm(
+    mixtures: pd.DataFrame, losses: pd.DataFrame, where: str = "swarm"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows in both frames, mixture rows checked and normalised to sum 1."""
     common = mixtures.index.intersection(losses.index, sort=False)
     if len(common) == 0:
@@ -146,7 +148,7 @@ class LinearMixtureRegressor:
 
     name = "linear"
 
-    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> "LinearMixtureRegressor":
+    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> LinearMixtureRegressor:
         from sklearn.linear_model import LinearRegression
 
         self.model = LinearRegression().fit(X, y)
@@ -184,7 +186,7 @@ class LightGBMMixtureRegressor:
             **grid_point,
         }
 
-    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> "LightGBMMixtureRegressor":
+    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> LightGBMMixtureRegressor:
         import lightgbm as lgb
 
         folds = min(folds, len(y))
@@ -205,7 +207,9 @@ class LightGBMMixtureRegressor:
                 best = (scores[rounds - 1], point, rounds)
         _, point, rounds = best
         self.hyperparameters = {**point, "learning_rate": self.learning_rate, "num_boost_round": rounds}
-        self.booster = lgb.train(self._params(point, seed), lgb.Dataset(X, y, params={"min_data_in_bin": 1}), num_boost_round=rounds)
+        self.booster = lgb.train(
+            self._params(point, seed), lgb.Dataset(X, y, params={"min_data_in_bin": 1}), num_boost_round=rounds
+        )
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -255,7 +259,7 @@ class GPMixtureRegressor:
         grad_noise = 0.5 * noise * np.trace(W)
         return float(value), -np.concatenate([grad_scales, [grad_amplitude, grad_noise]])
 
-    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> "GPMixtureRegressor":
+    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> GPMixtureRegressor:
         from scipy.optimize import minimize
 
         y_mean, y_std = float(np.mean(y)), float(np.std(y)) or 1.0
@@ -269,8 +273,15 @@ class GPMixtureRegressor:
             start = np.concatenate([np.log(np.clip(Z.std(axis=0), 1e-2, 1e4)), [0.0, np.log(1e-2)]])
             # one BLAS thread: on small matrices extra threads only fight over the cores
             with threadpool_limits(1):
-                result = minimize(self._negative_lml, start, args=(Z, y_std_units), jac=True, method="L-BFGS-B",
-                                  bounds=bounds, options={"maxiter": self.max_iterations})
+                result = minimize(
+                    self._negative_lml,
+                    start,
+                    args=(Z, y_std_units),
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": self.max_iterations},
+                )
             if best is None or result.fun < best[0]:
                 best = (result.fun, eps, result.x)
         negative_lml, eps, theta = best
@@ -330,17 +341,23 @@ class GPLightGBMEnsembleRegressor:
     name = "ensemble"
     weight_grid = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
-    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> "GPLightGBMEnsembleRegressor":
+    def fit(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> GPLightGBMEnsembleRegressor:
         folds = min(folds, len(y))
         out_of_fold = {name: np.empty(len(y)) for name in ("gp", "lightgbm")}
         for train, held in _kfold(len(y), folds, seed):
             for name, predictions in out_of_fold.items():
                 predictions[held] = make_regressor(name).fit(X[train], y[train], folds, seed).predict(X[held])
-        errors = [float(np.mean((w * out_of_fold["gp"] + (1 - w) * out_of_fold["lightgbm"] - y) ** 2)) for w in self.weight_grid]
+        errors = [
+            float(np.mean((w * out_of_fold["gp"] + (1 - w) * out_of_fold["lightgbm"] - y) ** 2))
+            for w in self.weight_grid
+        ]
         self.gp_weight = float(self.weight_grid[int(np.argmin(errors))])
         # a member with zero weight is neither refitted nor evaluated
-        self.members = {name: make_regressor(name).fit(X, y, folds, seed)
-                        for name, w in (("gp", self.gp_weight), ("lightgbm", 1 - self.gp_weight)) if w > 0}
+        self.members = {
+            name: make_regressor(name).fit(X, y, folds, seed)
+            for name, w in (("gp", self.gp_weight), ("lightgbm", 1 - self.gp_weight))
+            if w > 0
+        }
         self.hyperparameters = {
             "gp_weight": self.gp_weight,
             "cv_mse_by_gp_weight": dict(zip(map(float, self.weight_grid), errors)),
@@ -353,8 +370,10 @@ class GPLightGBMEnsembleRegressor:
         return sum(weights[name] * member.predict(X) for name, member in self.members.items())
 
 
-REGRESSORS = {cls.name: cls for cls in (LinearMixtureRegressor, LightGBMMixtureRegressor, GPMixtureRegressor,
-                                        GPLightGBMEnsembleRegressor)}
+REGRESSORS = {
+    cls.name: cls
+    for cls in (LinearMixtureRegressor, LightGBMMixtureRegressor, GPMixtureRegressor, GPLightGBMEnsembleRegressor)
+}
 
 
 def make_regressor(name: str):
@@ -385,7 +404,9 @@ class FittedModel:
         """Predict rows of weights in `self.domains` order (rows already sum to 1)."""
         weights = np.asarray(weights, dtype=float)
         if weights.ndim != 2 or weights.shape[1] != len(self.domains):
-            raise ValueError(f"expected weights with {len(self.domains)} columns ({self.domains}), got shape {weights.shape}")
+            raise ValueError(
+                f"expected weights with {len(self.domains)} columns ({self.domains}), got shape {weights.shape}"
+            )
         return np.asarray(self.regressor.predict(weights), dtype=float)
 
     def predict_frame(self, mixtures: pd.DataFrame, where: str = "mixtures") -> np.ndarray:
@@ -403,7 +424,9 @@ class FittedModel:
         return float(self.predict_frame(frame, where)[0])
 
 
-def fit_model(mixtures: pd.DataFrame, losses: pd.DataFrame, target: str, regressor: str, folds: int, seed: int) -> FittedModel:
+def fit_model(
+    mixtures: pd.DataFrame, losses: pd.DataFrame, target: str, regressor: str, folds: int, seed: int
+) -> FittedModel:
     y = target_values(losses, target)
     X = mixtures.to_numpy(dtype=float)
     _check_rows(len(y), folds)
@@ -421,7 +444,9 @@ def _kfold(n: int, folds: int, seed: int):
     return KFold(n_splits=folds, shuffle=True, random_state=seed).split(np.arange(n))
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, regressor: str, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cross_validate(
+    X: np.ndarray, y: np.ndarray, regressor: str, folds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predictions; each fold's regressor selects its own hyper-parameters."""
     _check_rows(len(y), folds)
     predictions = np.empty(len(y))
@@ -496,14 +521,18 @@ def plot_pred_vs_true(y_true, y_pred, spearman: float, target: str, title: str, 
 
 
 def fit_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="regmix fit", description="Fit a regressor from mixture weights to a target loss.")
+    parser = argparse.ArgumentParser(
+        prog="regmix fit", description="Fit a regressor from mixture weights to a target loss."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mixtures", help="RegMix-format mixtures CSV (index,<domain>...)")
     source.add_argument("--db", help="pipeline DuckDB file (tables mixtures, proxy_losses) instead of CSVs")
     parser.add_argument("--losses", help="RegMix-format losses CSV (index,<metric>...); required with --mixtures")
     parser.add_argument("--target", help="loss column to fit (default: settings' regression.target)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--regressor", help=f"one of {sorted(REGRESSORS)} (default: settings' or schema's regression.regressor)")
+    parser.add_argument(
+        "--regressor", help=f"one of {sorted(REGRESSORS)} (default: settings' or schema's regression.regressor)"
+    )
     parser.add_argument("--settings", help="stage settings JSON (regmix.config.stage_settings(config, 'regression'))")
     args = parser.parse_args(argv)
 
@@ -536,18 +565,30 @@ def fit_main(argv: list[str]) -> int:
     cv_frame = pd.DataFrame({"index": mixtures.index, "fold": fold_of, "true": y, "predicted": oof})
     with io.atomic_path(out / "cv_predictions.csv") as tmp:
         cv_frame.to_csv(tmp, index=False)
-    plot_pred_vs_true(y, oof, cv["spearman"]["value"], target, f"{regressor}: {folds}-fold CV, {len(y)} rows", out / "pred_vs_true.png")
+    plot_pred_vs_true(
+        y,
+        oof,
+        cv["spearman"]["value"],
+        target,
+        f"{regressor}: {folds}-fold CV, {len(y)} rows",
+        out / "pred_vs_true.png",
+    )
     io.write_json(out / "cv.json", {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), **cv})
-    io.write_json(out / "settings.json", {
-        **run_settings,
-        "domains": model.domains,
-        "rows": len(y),
-        "hyperparameters": model.regressor.hyperparameters,
-        "provenance": io.provenance(run_settings, inputs),
-    })
+    io.write_json(
+        out / "settings.json",
+        {
+            **run_settings,
+            "domains": model.domains,
+            "rows": len(y),
+            "hyperparameters": model.regressor.hyperparameters,
+            "provenance": io.provenance(run_settings, inputs),
+        },
+    )
     save_model(model, out)  # last: its presence marks a complete fit
-    print(f"regmix fit: {regressor} on {len(y)} rows, target {target}: CV Spearman {cv['spearman']['value']:.2f} "
-          f"(95% CI {cv['spearman']['ci_low']:.2f}..{cv['spearman']['ci_high']:.2f}), RMSE {cv['rmse']['value']:.4f}")
+    print(
+        f"regmix fit: {regressor} on {len(y)} rows, target {target}: CV Spearman {cv['spearman']['value']:.2f} "
+        f"(95% CI {cv['spearman']['ci_low']:.2f}..{cv['spearman']['ci_high']:.2f}), RMSE {cv['rmse']['value']:.4f}"
+    )
     return 0
 
 

@@ -26,9 +26,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from regmix.config import ConfigError
 
@@ -39,8 +40,16 @@ KIND_KEYS: dict[str, set[str]] = {
     "demo": set(),
     "jsonl": {"path", "train_dir", "valid_dir", "text_field"},
     "huggingface": {
-        "name_or_path", "config_name", "data_files", "train_split", "valid_split",
-        "text_column", "domain_column", "domain_map", "streaming", "materialize",
+        "name_or_path",
+        "config_name",
+        "data_files",
+        "train_split",
+        "valid_split",
+        "text_column",
+        "domain_column",
+        "domain_map",
+        "streaming",
+        "materialize",
     },
     "parquet": {"files", "text_column"},
     "text": {"files", "text_unit"},
@@ -54,6 +63,7 @@ _ARROW_BATCH_ROWS = 2000
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def unit_hash(text: str, seed: int, purpose: str) -> float:
     """A seeded hash of a document in [0, 1): the same text always lands the same way."""
@@ -104,6 +114,7 @@ def _check_split(split: str) -> None:
 
 # --------------------------------------------------------------------------- config
 
+
 def check_source_config(config: dict) -> None:
     """Validate `data.source` against `domains`; raise ConfigError naming the key.
 
@@ -123,7 +134,9 @@ def check_source_config(config: dict) -> None:
 
         unknown = sorted(set(domains) - set(DEMO_DOMAINS))
         if unknown:
-            raise ConfigError(f"config key 'domains': {unknown} not built by the demo source (demo domains: {list(DEMO_DOMAINS)})")
+            raise ConfigError(
+                f"config key 'domains': {unknown} not built by the demo source (demo domains: {list(DEMO_DOMAINS)})"
+            )
     elif kind == "jsonl":
         _check_jsonl_layout(source, domains)
     elif kind == "huggingface":
@@ -139,7 +152,9 @@ def check_source_config(config: dict) -> None:
             for split in SPLITS:
                 pattern = source["files"][domain].get(split)
                 if pattern is not None and not _glob(pattern):
-                    raise ConfigError(f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain {domain!r} matches no file")
+                    raise ConfigError(
+                        f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain {domain!r} matches no file"
+                    )
 
 
 def _check_domain_sets(found: set[str], domains: list[str], key: str) -> None:
@@ -175,16 +190,18 @@ def _check_jsonl_layout(source: dict, domains: list[str]) -> None:
             )
         extra = sorted(found - set(domains))
         if extra:
-            raise ConfigError(f"config key 'data.source.path': {str(folder)!r} holds files of domain(s) {extra} that are not in `domains`")
+            raise ConfigError(
+                f"config key 'data.source.path': {str(folder)!r} holds files of domain(s) {extra} that are not in `domains`"
+            )
 
 
 # --------------------------------------------------------------------------- files
+
 
 def corpus_file(corpus_dir: str | Path, source: dict, domain: str, split: str) -> Path:
     """Where `regmix corpus` writes a domain split (demo, or a materialized dataset)."""
     name = f"{split}.jsonl" if source["kind"] == "demo" else f"{split}.jsonl.zst"
     return Path(corpus_dir) / domain / name
-
 
 
 def jsonl_files(source: dict, domain: str, split: str) -> list[str]:
@@ -228,6 +245,7 @@ def input_files(config: dict, domain: str, split: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- reading
+
 
 @dataclass
 class ReadStats:
@@ -308,14 +326,18 @@ def _records(source: dict, corpus_dir, domain: str, split: str, stats: ReadStats
     if kind == "jsonl":
         files = jsonl_files(source, domain, split)
         if not files:
-            raise ValueError(f"domain {domain!r} split {split!r}: no file {domain}-N.jsonl[.gz|.zst] in {source['path']!r}")
+            raise ValueError(
+                f"domain {domain!r} split {split!r}: no file {domain}-N.jsonl[.gz|.zst] in {source['path']!r}"
+            )
         stats.sources += files
         return _jsonl_records(files, source["text_field"]), source["valid_dir"] is None
     if kind in ("parquet", "text"):
         files = _glob_files(source, domain, split)
         spec = source["files"][domain]
         if not files:
-            raise ValueError(f"domain {domain!r} split {split!r}: pattern {spec.get(split) or spec['train']!r} matches no file")
+            raise ValueError(
+                f"domain {domain!r} split {split!r}: pattern {spec.get(split) or spec['train']!r} matches no file"
+            )
         stats.sources += files
         hash_split = spec.get("valid") is None
         if kind == "parquet":
@@ -416,8 +438,11 @@ def _huggingface_batches(source: dict, split: str):
 
     hf_split = source["train_split"] if split == "train" or source["valid_split"] is None else source["valid_split"]
     dataset = datasets.load_dataset(
-        source["name_or_path"], source["config_name"], data_files=source["data_files"],
-        split=hf_split, streaming=source["streaming"],
+        source["name_or_path"],
+        source["config_name"],
+        data_files=source["data_files"],
+        split=hf_split,
+        streaming=source["streaming"],
     )
     name = f"{source['name_or_path']}[{hf_split}]"
     row = 0

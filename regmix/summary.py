@@ -38,13 +38,15 @@ def summary_table(db: str | Path, candidates: list[str]) -> tuple[pd.DataFrame, 
         raise ValueError(f"{db}: no target loss for candidate(s) {missing}")
     ranking = _query(db, "SELECT * FROM task_ranking")
     average = _query(db, "SELECT candidate, mean_task_rank, rank FROM average_ranking").set_index("candidate")
-    table = pd.DataFrame({
-        "candidate": candidates,
-        "target_rank": [int(target.loc[c, "achieved_rank"]) for c in candidates],
-        "achieved_target": [target.loc[c, "achieved_target"] for c in candidates],
-        "predicted_target": [target.loc[c, "predicted_target"] for c in candidates],
-        "predicted_rank": [int(target.loc[c, "predicted_rank"]) for c in candidates],
-    })
+    table = pd.DataFrame(
+        {
+            "candidate": candidates,
+            "target_rank": [int(target.loc[c, "achieved_rank"]) for c in candidates],
+            "achieved_target": [target.loc[c, "achieved_target"] for c in candidates],
+            "predicted_target": [target.loc[c, "predicted_target"] for c in candidates],
+            "predicted_rank": [int(target.loc[c, "predicted_rank"]) for c in candidates],
+        }
+    )
     task_columns = []
     for (task, metric), rows in ranking.groupby(["task", "metric"], sort=True):
         rows = rows.set_index("candidate")
@@ -81,10 +83,19 @@ def _rank_agreement(table: pd.DataFrame) -> float | None:
     return float(spearmanr(rows["achieved_target"], rows["mean_task_rank"]).statistic)
 
 
-def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict, db: Path, shots: list[int],
-                    cv: dict[str, float], record: dict) -> str:
+def render_markdown(
+    table: pd.DataFrame,
+    task_columns: list[str],
+    settings: dict,
+    db: Path,
+    shots: list[int],
+    cv: dict[str, float],
+    record: dict,
+) -> str:
     target = settings["regression"]["target"]
-    what = "the mean validation loss over all domains" if target == "mean" else f"the validation loss on domain `{target}`"
+    what = (
+        "the mean validation loss over all domains" if target == "mean" else f"the validation loss on domain `{target}`"
+    )
     parts = [
         "# RegMix run summary",
         "",
@@ -95,17 +106,35 @@ def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict
         "",
         _markdown_table(
             ["rank", "candidate", "achieved", "predicted", "predicted rank"],
-            [[str(r.target_rank), f"`{r.candidate}`", _fmt(r.achieved_target), _fmt(r.predicted_target), str(r.predicted_rank)]
-             for r in table.itertuples()],
+            [
+                [
+                    str(r.target_rank),
+                    f"`{r.candidate}`",
+                    _fmt(r.achieved_target),
+                    _fmt(r.predicted_target),
+                    str(r.predicted_rank),
+                ]
+                for r in table.itertuples()
+            ],
         ),
     ]
     if task_columns:
         shots_text = ", ".join(map(str, shots))
         order = table.sort_values(["task_rank", "candidate"])
-        rows = [[f"`{c.split(':')[0]}`", c.split(":")[1],
-                 *[f"{_fmt(row[c])} ± {_fmt(row[c + ':stderr'])} ({_fmt(row[c + ':rank'], 0)})" for _, row in order.iterrows()]]
-                for c in task_columns]
-        rows.append(["**mean task rank**", "", *[f"**{_fmt(row['mean_task_rank'], 2)}**" for _, row in order.iterrows()]])
+        rows = [
+            [
+                f"`{c.split(':')[0]}`",
+                c.split(":")[1],
+                *[
+                    f"{_fmt(row[c])} ± {_fmt(row[c + ':stderr'])} ({_fmt(row[c + ':rank'], 0)})"
+                    for _, row in order.iterrows()
+                ],
+            ]
+            for c in task_columns
+        ]
+        rows.append(
+            ["**mean task rank**", "", *[f"**{_fmt(row['mean_task_rank'], 2)}**" for _, row in order.iterrows()]]
+        )
         parts += [
             "",
             f"## Downstream tasks (lm-evaluation-harness; mean over {shots_text}-shot runs)",
@@ -118,14 +147,25 @@ def render_markdown(table: pd.DataFrame, task_columns: list[str], settings: dict
         ]
         agreement = _rank_agreement(table)
         if agreement is not None:
-            parts += ["", f"Does the mixture that wins on loss also win downstream? Spearman ρ between the "
-                          f"target loss and the mean task rank over {len(table)} candidates: {agreement:+.2f} "
-                          "(+1: same order)."]
+            parts += [
+                "",
+                f"Does the mixture that wins on loss also win downstream? Spearman ρ between the "
+                f"target loss and the mean task rank over {len(table)} candidates: {agreement:+.2f} "
+                "(+1: same order).",
+            ]
     if cv:
-        parts += ["", "## Regression cross-validation (held-out folds; Spearman and Pearson x100)", "",
-                  _markdown_table(["metric", "value", "95% bootstrap CI"],
-                                  [[name, _fmt(v.get("value")), f"{_fmt(v.get('ci_low'))} .. {_fmt(v.get('ci_high'))}"]
-                                   for name, v in cv.items()])]
+        parts += [
+            "",
+            "## Regression cross-validation (held-out folds; Spearman and Pearson x100)",
+            "",
+            _markdown_table(
+                ["metric", "value", "95% bootstrap CI"],
+                [
+                    [name, _fmt(v.get("value")), f"{_fmt(v.get('ci_low'))} .. {_fmt(v.get('ci_high'))}"]
+                    for name, v in cv.items()
+                ],
+            ),
+        ]
     parts += [
         "",
         "## Provenance",

@@ -26,9 +26,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -110,7 +110,9 @@ def encode_stream(
         return
     # spawn, not fork: the parent may already run threads (torch, Rust) that fork would break
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer_json, eos_id, dtype.name)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer_json, eos_id, dtype.name)
+    ) as pool:
         pending: collections.deque = collections.deque()
         for batch, sizes in itertools.chain((first, second), batches):
             pending.append((batch, sizes, pool.submit(_encode_in_worker, batch)))
@@ -123,6 +125,7 @@ def encode_stream(
 
 
 # --------------------------------------------------------------------------- writing
+
 
 class ShardWriter:
     """Token shards written to temporary files and renamed into place only on commit."""
@@ -214,6 +217,7 @@ class LimitSampler:
 
 # --------------------------------------------------------------------------- tokenize
 
+
 class ProgressLine:
     """A periodic line in the rule's log: documents, MB, tokens and their rates so far."""
 
@@ -233,13 +237,19 @@ class ProgressLine:
             print(
                 f"[{self.label}] {self.documents:,} documents, {self.bytes / 1e6:,.1f} MB, {self.tokens:,} tokens "
                 f"({self.bytes / 1e6 / elapsed:,.2f} MB/s, {self.tokens / elapsed:,.0f} tokens/s)",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
 
 
 def tokenize_split(
-    settings: dict, corpus_dir: str | Path | None, tokenizer_dir: str | Path, domain: str, split: str,
-    out_path: str | Path, min_tokens: int = 0,
+    settings: dict,
+    corpus_dir: str | Path | None,
+    tokenizer_dir: str | Path,
+    domain: str,
+    split: str,
+    out_path: str | Path,
+    min_tokens: int = 0,
 ) -> dict:
     """Tokenize (domain, split) to `out_path` (+ shards) and its sidecar; return the sidecar."""
     from regmix.tokenizer import fingerprint_of
@@ -258,7 +268,13 @@ def tokenize_split(
     try:
         texts = sources.iter_documents(settings, corpus_dir, domain, split)
         stream = encode_stream(
-            texts, str(tokenizer_dir / "tokenizer.json"), eos_id, dtype, data["workers"], data["batch_bytes"], source_hash
+            texts,
+            str(tokenizer_dir / "tokenizer.json"),
+            eos_id,
+            dtype,
+            data["workers"],
+            data["batch_bytes"],
+            source_hash,
         )
         order = 0
         progress = ProgressLine(f"{domain}/{split}")
@@ -330,6 +346,7 @@ def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str) -> int:
 
 # --------------------------------------------------------------------------- prior
 
+
 def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, int]]:
     counts, fingerprints = {}, set()
     for domain in settings["domains"]:
@@ -357,8 +374,11 @@ def prior_from_counts(counts: dict[str, dict[str, int]]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- CLI
 
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="regmix tokenize", description="Tokenize one domain split into a token file and sidecar.")
+    parser = argparse.ArgumentParser(
+        prog="regmix tokenize", description="Tokenize one domain split into a token file and sidecar."
+    )
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'tokenize')")
     parser.add_argument("--corpus", default=None, help="corpus folder (R/corpus; read by the demo source)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder (R/tokenizer)")
@@ -372,8 +392,10 @@ def main(argv: list[str]) -> int:
     sidecar = tokenize_split(
         parse_settings(args.settings), args.corpus, args.tokenizer, args.domain, args.split, args.out, args.min_tokens
     )
-    print(f"{args.domain}/{args.split}: {sidecar['documents']} documents, {sidecar['tokens']} tokens "
-          f"({sidecar['dtype']}, {sidecar['bytes_per_token']:.2f} bytes/token) in {len(sidecar['files'])} file(s)")
+    print(
+        f"{args.domain}/{args.split}: {sidecar['documents']} documents, {sidecar['tokens']} tokens "
+        f"({sidecar['dtype']}, {sidecar['bytes_per_token']:.2f} bytes/token) in {len(sidecar['files'])} file(s)"
+    )
     return 0
 
 

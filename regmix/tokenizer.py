@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from regmix import io, sources
 from regmix.config import parse_settings
@@ -130,5 +130,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="tokenizer folder to write (R/tokenizer)")
     args = parser.parse_args(argv)
     fingerprint = build(parse_settings(args.settings), args.corpus, args.out)
-    print(f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id {fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}")
+    print(
+        f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id {fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}"
+    )
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 import json
 import math
 import os
@@ -20,8 +19,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,10 +30,32 @@ from regmix import checkpoint
 from regmix.config import ConfigError, parse_settings
 from regmix.data import MixtureBatches, load_mixture, sidecar, validation_windows
 from regmix.io import code_version, fingerprint, provenance, write_json
-from regmix.model import StackedLlama, flops_per_token, hf_config, parameter_counts, per_model_clip_, resolve_architecture
+from regmix.model import (
+    StackedLlama,
+    flops_per_token,
+    hf_config,
+    parameter_counts,
+    per_model_clip_,
+    resolve_architecture,
+)
 
-HYPER_PARAMETERS = ("steps", "warmup_steps", "lr", "min_lr", "schedule", "global_batch", "micro_batch", "weight_decay",
-                   "beta1", "beta2", "grad_clip", "eval_every", "val_windows", "log_every", "checkpoint_every")
+HYPER_PARAMETERS = (
+    "steps",
+    "warmup_steps",
+    "lr",
+    "min_lr",
+    "schedule",
+    "global_batch",
+    "micro_batch",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "eval_every",
+    "val_windows",
+    "log_every",
+    "checkpoint_every",
+)
 # settings that change how a run executes but not what it computes: a resume ignores them
 RUNTIME_KEYS = ("device", "threads", "compile", "log_every", "checkpoint_every", "pack_size", "save_model")
 
@@ -73,7 +95,16 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 def run_fingerprint(settings: dict, stage: str, weights: dict) -> str:
     """What a model's resumable state must match to be resumed."""
     hp = {k: v for k, v in settings[stage].items() if k not in RUNTIME_KEYS}
-    return fingerprint({"stage": stage, "seed": settings["seed"], "domains": settings["domains"], "hp": hp, "model": settings["model"], "weights": weights})
+    return fingerprint(
+        {
+            "stage": stage,
+            "seed": settings["seed"],
+            "domains": settings["domains"],
+            "hp": hp,
+            "model": settings["model"],
+            "weights": weights,
+        }
+    )
 
 
 @torch.no_grad()
@@ -97,7 +128,10 @@ def make_optimizer(model: StackedLlama, hp: dict) -> torch.optim.AdamW:
     vectors = [p for p in model.parameters() if p.dim() < 3]
     return torch.optim.AdamW(
         [{"params": matrices, "weight_decay": hp["weight_decay"]}, {"params": vectors, "weight_decay": 0.0}],
-        lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=1e-8, fused=next(model.parameters()).is_cuda or None,
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=1e-8,
+        fused=next(model.parameters()).is_cuda or None,
     )
 
 
@@ -126,7 +160,9 @@ def accumulate_gradients(step_model, windows: np.ndarray, micro: int, device, dt
     return step_loss.cpu()
 
 
-def apply_gradients(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], k: int, grad_clip: float) -> torch.Tensor:
+def apply_gradients(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], k: int, grad_clip: float
+) -> torch.Tensor:
     """Clip each of the K models' gradients on its own, step, and clear the gradients;
     returns the K pre-clip gradient norms."""
     norms = per_model_clip_(params, k, grad_clip)
@@ -145,7 +181,11 @@ class _Log:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -164,7 +204,14 @@ def _format_eta(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str | Path, mixture_paths: Sequence[str | Path], out_dirs: Sequence[str | Path]) -> int:
+def train(
+    settings: dict,
+    stage: str,
+    data_dir: str | Path,
+    tokenizer_dir: str | Path,
+    mixture_paths: Sequence[str | Path],
+    out_dirs: Sequence[str | Path],
+) -> int:
     """Train one model per mixture (stacked); returns the process exit code."""
     from transformers import AutoTokenizer
 
@@ -172,13 +219,17 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
         raise ValueError(f"unknown training stage {stage!r}")
     for key in ("seed", "domains", stage, "model"):
         if key not in settings:
-            raise ConfigError(f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))")
+            raise ConfigError(
+                f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
+            )
     if len(mixture_paths) != len(out_dirs) or not mixture_paths:
         raise ValueError(f"{len(mixture_paths)} mixture(s) but {len(out_dirs)} output dir(s): need one per mixture")
     hp, domains, seed = settings[stage], list(settings["domains"]), int(settings["seed"])
     missing = [key for key in HYPER_PARAMETERS if key not in hp]
     if missing:
-        raise ConfigError(f"settings key {stage!r}: missing {missing} (expected regmix.config.stage_settings(config, {stage!r}))")
+        raise ConfigError(
+            f"settings key {stage!r}: missing {missing} (expected regmix.config.stage_settings(config, {stage!r}))"
+        )
     out_dirs = [Path(d) for d in out_dirs]
     world, rank, local_rank = _distributed()
     device = resolve_device(hp.get("device", "auto"), local_rank)
@@ -199,7 +250,9 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     arch = resolve_architecture(settings["model"], len(tokenizer))
     eos = tokenizer.eos_token_id
-    llama_config = hf_config(arch, tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos, eos, tokenizer.pad_token_id)
+    llama_config = hf_config(
+        arch, tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos, eos, tokenizer.pad_token_id
+    )
     mixtures = [load_mixture(p, domains) for p in mixture_paths]
     ids = [m[0] for m in mixtures]
     if len(set(ids)) != len(ids):
@@ -211,11 +264,19 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
     local_batch = global_batch // world
     micro = min(hp["micro_batch"], local_batch)
     if local_batch % micro:
-        raise ConfigError(f"config key '{stage}.micro_batch' = {micro}: does not divide the {local_batch} sequences per process")
+        raise ConfigError(
+            f"config key '{stage}.micro_batch' = {micro}: does not divide the {local_batch} sequences per process"
+        )
     for domain in domains:
-        meta = json.loads(sidecar(data_dir, domain, "valid").read_text()) if sidecar(data_dir, domain, "valid").is_file() else {}
+        meta = (
+            json.loads(sidecar(data_dir, domain, "valid").read_text())
+            if sidecar(data_dir, domain, "valid").is_file()
+            else {}
+        )
         if meta.get("vocab_size") and meta["vocab_size"] > arch["vocab_size"]:
-            raise ValueError(f"domain {domain!r}: tokens from a vocabulary of {meta['vocab_size']} exceed the model's {arch['vocab_size']}")
+            raise ValueError(
+                f"domain {domain!r}: tokens from a vocabulary of {meta['vocab_size']} exceed the model's {arch['vocab_size']}"
+            )
     val = validation_windows(data_dir, domains, hp["val_windows"], seq_len)
     batches = MixtureBatches(data_dir, domains, [m[1] for m in mixtures], seq_len, global_batch, seed)
 
@@ -233,7 +294,11 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
             if is_main:
                 print(f"resuming {','.join(ids)} from step {start_step}", file=sys.stderr, flush=True)
         elif is_main:
-            print(f"state in {out_dirs[0] / checkpoint.STATE_DIR} is from other settings: starting afresh", file=sys.stderr, flush=True)
+            print(
+                f"state in {out_dirs[0] / checkpoint.STATE_DIR} is from other settings: starting afresh",
+                file=sys.stderr,
+                flush=True,
+            )
     logs = [_Log(checkpoint.state_dir(d) / "train_log.jsonl", start_step, is_main) for d in out_dirs]
 
     step_model = model
@@ -253,8 +318,13 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
 
     def save(step_done: int) -> None:
         if is_main:
-            common = {"step": step_done, "scheduler": {"step": step_done}, "data_position": step_done,
-                      "rng": checkpoint.rng_state(), "elapsed": elapsed_before + time.perf_counter() - t_start}
+            common = {
+                "step": step_done,
+                "scheduler": {"step": step_done},
+                "data_position": step_done,
+                "rng": checkpoint.rng_state(),
+                "elapsed": elapsed_before + time.perf_counter() - t_start,
+            }
             own = [{"fingerprint": fp, "train_loss": float(loss)} for fp, loss in zip(prints, losses)]
             checkpoint.save_pack(model, optimizer, out_dirs, common, own)
         if world > 1:
@@ -290,14 +360,25 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
             if done % hp["log_every"] == 0 or done == hp["steps"] or val_now is not None:
                 for i, log in enumerate(logs):
                     # tokens/s: this model's share of the pack's throughput (as in losses.json)
-                    record = {"step": done, "loss": float(losses[i]), "lr": lr, "grad_norm": float(norms[i]), "tokens_per_second": tps / k, "elapsed": elapsed}
+                    record = {
+                        "step": done,
+                        "loss": float(losses[i]),
+                        "lr": lr,
+                        "grad_norm": float(norms[i]),
+                        "tokens_per_second": tps / k,
+                        "elapsed": elapsed,
+                    }
                     if val_now is not None:
                         record["val_loss"] = {d: float(v[i]) for d, v in val_now.items()}
                     log.write(record)
                 if is_main:
                     eta = train_seconds / steps_timed * (hp["steps"] - done)
-                    print(f"[{stage} {label}] step {done}/{hp['steps']} loss {losses.mean():.4f} lr {lr:.2e} "
-                          f"{tps:,.0f} tok/s elapsed {_format_eta(elapsed)} ETA {_format_eta(eta)}", file=sys.stderr, flush=True)
+                    print(
+                        f"[{stage} {label}] step {done}/{hp['steps']} loss {losses.mean():.4f} lr {lr:.2e} "
+                        f"{tps:,.0f} tok/s elapsed {_format_eta(elapsed)} ETA {_format_eta(eta)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             stop = torch.tensor([signals.received or 0], device=device)
             if world > 1:
                 torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
@@ -305,7 +386,11 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
                 signals.received = signals.received or int(stop.item())
                 save(done)
                 if is_main:
-                    print(f"checkpointed {label} at step {done}; exiting with {signals.exit_code} so a retry resumes", file=sys.stderr, flush=True)
+                    print(
+                        f"checkpointed {label} at step {done}; exiting with {signals.exit_code} so a retry resumes",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 code = signals.exit_code
                 break
             if hp["checkpoint_every"] and done % hp["checkpoint_every"] == 0 and done < hp["steps"]:
@@ -324,25 +409,39 @@ def train(settings: dict, stage: str, data_dir: str | Path, tokenizer_dir: str |
             shutil.copyfile(logs[i].path, out_dir / ".train_log.jsonl.tmp")
             os.replace(out_dir / ".train_log.jsonl.tmp", out_dir / "train_log.jsonl")
             tokens_seen = hp["steps"] * global_batch * seq_len
-            write_json(out_dir / "losses.json", {
-                "mix_id": mix_id,
-                "weights": weights,
-                "val_loss": {d: float(v[i]) for d, v in final.items()},
-                "train_loss": float(losses[i]),
-                "tokens_seen": tokens_seen,
-                "steps": hp["steps"],
-                "seconds": elapsed,
-                "tokens_per_second": tokens_seen / elapsed if elapsed else None,
-                "pack_size": k,
-                "pack_tokens_per_second": tps,
-                "world_size": world,
-                "device": str(device) if world == 1 else f"{world}x {device.type}",
-                "seed": seed,
-                "config_fingerprint": fingerprint(settings),
-                "code_version": code_version(),
-                "model": {**arch, "parameters": counts, "flops_per_token": flops_per_token(arch)},
-                "provenance": provenance(settings, [path, *[sidecar(data_dir, d, s) for d in domains for s in ("train", "valid") if sidecar(data_dir, d, s).is_file()]]),
-            })
+            write_json(
+                out_dir / "losses.json",
+                {
+                    "mix_id": mix_id,
+                    "weights": weights,
+                    "val_loss": {d: float(v[i]) for d, v in final.items()},
+                    "train_loss": float(losses[i]),
+                    "tokens_seen": tokens_seen,
+                    "steps": hp["steps"],
+                    "seconds": elapsed,
+                    "tokens_per_second": tokens_seen / elapsed if elapsed else None,
+                    "pack_size": k,
+                    "pack_tokens_per_second": tps,
+                    "world_size": world,
+                    "device": str(device) if world == 1 else f"{world}x {device.type}",
+                    "seed": seed,
+                    "config_fingerprint": fingerprint(settings),
+                    "code_version": code_version(),
+                    "model": {**arch, "parameters": counts, "flops_per_token": flops_per_token(arch)},
+                    "provenance": provenance(
+                        settings,
+                        [
+                            path,
+                            *[
+                                sidecar(data_dir, d, s)
+                                for d in domains
+                                for s in ("train", "valid")
+                                if sidecar(data_dir, d, s).is_file()
+                            ],
+                        ],
+                    ),
+                },
+            )
         checkpoint.clear(out_dirs)
     _finish_distributed(world)
     return 0
@@ -373,7 +472,9 @@ def _save_hf(model: StackedLlama, index: int, config, tokenizer, target: Path) -
 
 
 def proxies_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="regmix train-proxies", description="Train a pack of proxy models, one per mixture, with stacked weights.")
+    parser = argparse.ArgumentParser(
+        prog="regmix train-proxies", description="Train a pack of proxy models, one per mixture, with stacked weights."
+    )
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'proxy')")
     parser.add_argument("--data", required=True, help="token data dir (R/data)")
     parser.add_argument("--tokenizer", required=True, help="HF tokenizer dir")
@@ -384,7 +485,10 @@ def proxies_main(argv: list[str]) -> int:
 
 
 def large_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="regmix train-large", description="Train a large model on one candidate mixture (torchrun for several GPUs).")
+    parser = argparse.ArgumentParser(
+        prog="regmix train-large",
+        description="Train a large model on one candidate mixture (torchrun for several GPUs).",
+    )
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'large')")
     parser.add_argument("--data", required=True, help="token data dir (R/data)")
     parser.add_argument("--tokenizer", required=True, help="HF tokenizer dir")

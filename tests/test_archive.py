@@ -17,8 +17,12 @@ CONTAINER = "docker://ghcr.io/regmix-pipeline/regmix:0.1.0"
 
 
 def settings(include_checkpoints=False) -> dict:
-    return {"seed": 0, "domains": run.DOMAINS, "archive": {"include_checkpoints": include_checkpoints},
-            "container": CONTAINER}
+    return {
+        "seed": 0,
+        "domains": run.DOMAINS,
+        "archive": {"include_checkpoints": include_checkpoints},
+        "container": CONTAINER,
+    }
 
 
 @pytest.fixture
@@ -41,9 +45,23 @@ def results(tmp_path):
 
 def _archive(tmp_path, results, *extra) -> Path:
     out = results / "archive/regmix-run.tar.gz"
-    code = cli_main(["archive", "--settings", json.dumps(settings()), "--results", str(results),
-                     "--config", str(REPO_DIR / "config/config.yaml"), str(REPO_DIR / "config/schema.yaml"),
-                     "--out", str(out), "--report", str(results / "report.html"), *extra])
+    code = cli_main(
+        [
+            "archive",
+            "--settings",
+            json.dumps(settings()),
+            "--results",
+            str(results),
+            "--config",
+            str(REPO_DIR / "config/config.yaml"),
+            str(REPO_DIR / "config/schema.yaml"),
+            "--out",
+            str(out),
+            "--report",
+            str(results / "report.html"),
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
@@ -58,10 +76,22 @@ def test_archive_holds_the_run_and_a_manifest_of_every_file(tmp_path, results):
     lock.write_text("torch==2.13.0\n")
     out = _archive(tmp_path, results, "--lock", str(lock))
     names = set(_names(out))
-    for expected in ("results/summary.md", "results/summary.csv", "results/figures/downstream_scores.png",
-                     "results/chosen/regmix.yaml", "results/eval/regmix.json", "results/regression/cv.json",
-                     "results/large/prior/train_log.jsonl", "results/data/a/train.json", "config/config.yaml",
-                     "config/schema.yaml", "report.html", "requirements.lock", "PROVENANCE.json", "MANIFEST.sha256"):
+    for expected in (
+        "results/summary.md",
+        "results/summary.csv",
+        "results/figures/downstream_scores.png",
+        "results/chosen/regmix.yaml",
+        "results/eval/regmix.json",
+        "results/regression/cv.json",
+        "results/large/prior/train_log.jsonl",
+        "results/data/a/train.json",
+        "config/config.yaml",
+        "config/schema.yaml",
+        "report.html",
+        "requirements.lock",
+        "PROVENANCE.json",
+        "MANIFEST.sha256",
+    ):
         assert f"regmix-run/{expected}" in names, expected
     # token files, training state and checkpoints (by default) stay out
     assert not [n for n in names if n.endswith(".bin") or ".state" in n or "/model/" in n]
@@ -114,11 +144,14 @@ def _add_file(members):
     return [*members, ("regmix-run/results/eval/smuggled.json", b"{}")]
 
 
-@pytest.mark.parametrize("change, kind, name", [
-    (_flip_byte, "changed", "results/chosen/regmix.yaml"),
-    (_drop, "missing", "results/eval/prior.json"),
-    (_add_file, "extra", "results/eval/smuggled.json"),
-])
+@pytest.mark.parametrize(
+    "change, kind, name",
+    [
+        (_flip_byte, "changed", "results/chosen/regmix.yaml"),
+        (_drop, "missing", "results/eval/prior.json"),
+        (_add_file, "extra", "results/eval/smuggled.json"),
+    ],
+)
 def test_verify_names_the_tampered_file(tmp_path, results, capsys, change, kind, name):
     out = _archive(tmp_path, results)
     tampered = _rewrite(out, tmp_path / "tampered.tar.gz", change)

@@ -34,9 +34,22 @@ def uninterrupted(ws, tmp_path_factory) -> Path:
 
 
 def _start(ws, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "regmix.cli", "train-proxies", "--settings", json.dumps(settings(**OVERRIDES)),
-           "--data", str(ws["data"]), "--tokenizer", str(ws["tokenizer"]),
-           "--mixtures", *[str(ws["mixtures"][m]) for m in MIXES], "--out-dirs", *[str(out / m) for m in MIXES]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "regmix.cli",
+        "train-proxies",
+        "--settings",
+        json.dumps(settings(**OVERRIDES)),
+        "--data",
+        str(ws["data"]),
+        "--tokenizer",
+        str(ws["tokenizer"]),
+        "--mixtures",
+        *[str(ws["mixtures"][m]) for m in MIXES],
+        "--out-dirs",
+        *[str(out / m) for m in MIXES],
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -45,7 +45,9 @@ def test_chosen_is_the_top_k_average_and_favours_the_helpful_domain(linear_model
 def test_epoch_cap_is_respected_and_reported(linear_model):
     counts = {"code": 10_000, "docs": 1_000, "legal": 10_000, "math": 10_000}
     # 1000 docs tokens x 2 epochs / 10,000 train tokens: docs may take at most 0.2
-    result, rows, _ = choose(linear_model, PRIOR, 3000, 50, seed=0, max_epochs=2, token_counts=counts, train_tokens=10_000)
+    result, rows, _ = choose(
+        linear_model, PRIOR, 3000, 50, seed=0, max_epochs=2, token_counts=counts, train_tokens=10_000
+    )
     assert rows[:, 1].max() <= 0.2 + 1e-9
     assert 0.1 < result["weights"]["docs"] <= 0.2 + 1e-9
     assert result["epochs"]["docs"] == pytest.approx(result["weights"]["docs"] * 10)
@@ -64,15 +66,41 @@ def test_cli_is_byte_identical_and_writes_plot_and_topk(tmp_path, linear_model):
     save_model(linear_model, model_dir)
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
     (tmp_path / "counts.json").write_text(json.dumps({d: {"train": 5000, "valid": 100} for d in DOMAINS}))
-    (tmp_path / "named.yaml").write_text(yaml.safe_dump({"name": "x", "weights": {"code": 0.25, "docs": 0.25, "legal": 0.25, "math": 0.25}}))
+    (tmp_path / "named.yaml").write_text(
+        yaml.safe_dump({"name": "x", "weights": {"code": 0.25, "docs": 0.25, "legal": 0.25, "math": 0.25}})
+    )
     outputs = []
     for run in ("a", "b"):
         out = tmp_path / run
-        rc = regmix_main(["choose", "--model", str(model_dir), "--prior", str(tmp_path / "prior.yaml"), "--samples", "4000",
-                          "--top-k", "30", "--out", str(out / "regmix.yaml"), "--max-epochs", "3",
-                          "--tokens-available", str(tmp_path / "counts.json"), "--train-tokens", "10000", "--seed", "5",
-                          "--plot", str(out / "weights.png"), "--topk-out", str(out / "topk.csv"),
-                          "--baselines", str(tmp_path / "named.yaml")])
+        rc = regmix_main(
+            [
+                "choose",
+                "--model",
+                str(model_dir),
+                "--prior",
+                str(tmp_path / "prior.yaml"),
+                "--samples",
+                "4000",
+                "--top-k",
+                "30",
+                "--out",
+                str(out / "regmix.yaml"),
+                "--max-epochs",
+                "3",
+                "--tokens-available",
+                str(tmp_path / "counts.json"),
+                "--train-tokens",
+                "10000",
+                "--seed",
+                "5",
+                "--plot",
+                str(out / "weights.png"),
+                "--topk-out",
+                str(out / "topk.csv"),
+                "--baselines",
+                str(tmp_path / "named.yaml"),
+            ]
+        )
         assert rc == 0
         outputs.append(out)
     a, b = outputs
@@ -89,8 +117,21 @@ def test_cli_is_byte_identical_and_writes_plot_and_topk(tmp_path, linear_model):
 def test_cli_prior_must_name_the_model_domains(tmp_path, linear_model, capsys):
     save_model(linear_model, tmp_path / "model")
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump({"code": 0.5, "docs": 0.5, "legal": 0.0}))
-    rc = regmix_main(["choose", "--model", str(tmp_path / "model"), "--prior", str(tmp_path / "prior.yaml"),
-                      "--samples", "100", "--top-k", "5", "--out", str(tmp_path / "c.yaml")])
+    rc = regmix_main(
+        [
+            "choose",
+            "--model",
+            str(tmp_path / "model"),
+            "--prior",
+            str(tmp_path / "prior.yaml"),
+            "--samples",
+            "100",
+            "--top-k",
+            "5",
+            "--out",
+            str(tmp_path / "c.yaml"),
+        ]
+    )
     assert rc != 0 and "'math'" in capsys.readouterr().err
     assert not (tmp_path / "c.yaml").exists()
 
@@ -99,11 +140,28 @@ def test_cli_takes_epoch_cap_and_run_size_from_settings(tmp_path, linear_model):
     save_model(linear_model, tmp_path / "model")
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
     (tmp_path / "counts.json").write_text(json.dumps({d: {"train": 2000, "valid": 10} for d in DOMAINS}))
-    settings = {"seed": 2, "domains": DOMAINS, "choose": {"samples": 2000, "top_k": 20, "chunk_size": 300},
-                "max_epochs": 3, "large_train_tokens": 10_000}  # every domain at most 0.6 of the run
-    rc = regmix_main(["choose", "--model", str(tmp_path / "model"), "--prior", str(tmp_path / "prior.yaml"),
-                      "--tokens-available", str(tmp_path / "counts.json"), "--settings", json.dumps(settings),
-                      "--out", str(tmp_path / "c.yaml")])
+    settings = {
+        "seed": 2,
+        "domains": DOMAINS,
+        "choose": {"samples": 2000, "top_k": 20, "chunk_size": 300},
+        "max_epochs": 3,
+        "large_train_tokens": 10_000,
+    }  # every domain at most 0.6 of the run
+    rc = regmix_main(
+        [
+            "choose",
+            "--model",
+            str(tmp_path / "model"),
+            "--prior",
+            str(tmp_path / "prior.yaml"),
+            "--tokens-available",
+            str(tmp_path / "counts.json"),
+            "--settings",
+            json.dumps(settings),
+            "--out",
+            str(tmp_path / "c.yaml"),
+        ]
+    )
     assert rc == 0
     chosen = yaml.safe_load((tmp_path / "c.yaml").read_text())
     assert (chosen["samples"], chosen["top_k"], chosen["seed"], chosen["max_epochs"]) == (2000, 20, 2, 3)

@@ -13,16 +13,26 @@ from tests import synthetic_run as run
 
 def _build(tmp_path, **kwargs):
     results = run.write_run(tmp_path / "results", **kwargs)
-    counts = collect.build_database(run.settings(), results, results / "regmix.duckdb", results / "db",
-                                    regressor_loader=run.load_regressor)
+    counts = collect.build_database(
+        run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
+    )
     return results, counts
 
 
 def test_collect_proxies_writes_regmix_csvs(tmp_path):
     results = run.write_run(tmp_path / "results")
     paths = [str(results / f"proxies/{m}/losses.json") for m in reversed(run.MIX_IDS)]
-    code = cli_main(["collect-proxies", "--losses", *paths, "--out-mixtures", str(tmp_path / "m.csv"),
-                     "--out-losses", str(tmp_path / "l.csv")])
+    code = cli_main(
+        [
+            "collect-proxies",
+            "--losses",
+            *paths,
+            "--out-mixtures",
+            str(tmp_path / "m.csv"),
+            "--out-losses",
+            str(tmp_path / "l.csv"),
+        ]
+    )
     assert code == 0
     weights, losses = pd.read_csv(tmp_path / "m.csv"), pd.read_csv(tmp_path / "l.csv")
     assert list(weights.columns) == ["index", *run.DOMAINS]
@@ -62,17 +72,23 @@ def test_database_tables_hold_every_number(tmp_path):
     assert loss == pytest.approx(json.loads((results / "proxies/mix_0004/losses.json").read_text())["val_loss"]["a"])
     seed, tokens = con.execute("SELECT seed, tokens_seen FROM proxy_runs WHERE mix_id = 'mix_0005'").fetchone()
     assert (seed, tokens) == (5, 50 * 2048)
-    assert con.execute("SELECT value FROM regression_cv WHERE key = 'spearman.value'").fetchone()[0] == pytest.approx(90)
+    assert con.execute("SELECT value FROM regression_cv WHERE key = 'spearman.value'").fetchone()[0] == pytest.approx(
+        90
+    )
     assert con.execute("SELECT count(*) FROM regression_cv_predictions").fetchone()[0] == 4
     assert con.execute("SELECT weight FROM chosen_mixture WHERE domain = 'b'").fetchone()[0] == pytest.approx(0.7)
-    row = con.execute("SELECT value, stderr, higher_is_better, is_primary FROM eval_results WHERE candidate = 'uniform'"
-                      " AND task = 'regmix_mc_b' AND shots = 1 AND metric = 'acc_norm'").fetchone()
+    row = con.execute(
+        "SELECT value, stderr, higher_is_better, is_primary FROM eval_results WHERE candidate = 'uniform'"
+        " AND task = 'regmix_mc_b' AND shots = 1 AND metric = 'acc_norm'"
+    ).fetchone()
     assert row[0] == pytest.approx(0.3 + 0.5 / 3 + 0.02 + 0.01) and row[1] == pytest.approx(0.05) and row[2] and row[3]
     # lm-eval's "N/A" stderr becomes NULL, not a string
     assert con.execute("SELECT stderr FROM eval_results WHERE metric = 'bits_per_byte' LIMIT 1").fetchone()[0] is None
     assert con.execute("SELECT count(*) FROM topk").fetchone()[0] == 2
     # validation curves end at the loss that losses.json reports
-    curve = con.execute("SELECT step, loss FROM large_val_log WHERE candidate = 'prior' AND domain = 'b' ORDER BY step").fetchall()
+    curve = con.execute(
+        "SELECT step, loss FROM large_val_log WHERE candidate = 'prior' AND domain = 'b' ORDER BY step"
+    ).fetchall()
     final = json.loads((results / "large/prior/losses.json").read_text())["val_loss"]["b"]
     assert curve == [(50, pytest.approx(final + 0.4)), (100, pytest.approx(final))]
 
@@ -92,8 +108,10 @@ def test_views_rank_candidates(tmp_path):
     mc = ranking[ranking.task == "regmix_mc_b"]
     assert set(mc["metric"]) == {"acc_norm"}
     assert mc.set_index("candidate").loc["regmix", "rank"] == 1  # higher is better
-    scores = con.execute("SELECT value, shot_counts FROM eval_scores WHERE candidate = 'prior' AND task = 'regmix_mc_b'"
-                         " AND metric = 'acc'").fetchone()
+    scores = con.execute(
+        "SELECT value, shot_counts FROM eval_scores WHERE candidate = 'prior' AND task = 'regmix_mc_b'"
+        " AND metric = 'acc'"
+    ).fetchone()
     assert scores == (pytest.approx(0.3 + 0.5 * 0.2 + 0.01), 2)  # averaged over 0 and 1 shots
     average = con.execute("SELECT candidate, mean_task_rank, target_rank FROM average_ranking ORDER BY rank").fetchall()
     assert average[0] == ("regmix", 1.0, 1) and average[-1][0] == "heavy_c"
@@ -121,8 +139,9 @@ def test_missing_required_file_is_named_and_keeps_the_old_database(tmp_path):
     before = (results / "regmix.duckdb").read_bytes()
     (results / "eval/prior.json").unlink()
     with pytest.raises(FileNotFoundError, match="eval/prior.json"):
-        collect.build_database(run.settings(), results, results / "regmix.duckdb", results / "db",
-                               regressor_loader=run.load_regressor)
+        collect.build_database(
+            run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
+        )
     assert (results / "regmix.duckdb").read_bytes() == before
     assert sorted(p.name for p in results.iterdir() if p.name.startswith(".")) == []
 
@@ -140,7 +159,10 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
     results = run.write_run(tmp_path / "results")
     paths = [results / f"proxies/{m}/losses.json" for m in run.MIX_IDS]
     collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
-    weights, losses = pd.read_csv(tmp_path / "m.csv", index_col="index"), pd.read_csv(tmp_path / "l.csv", index_col="index")
+    weights, losses = (
+        pd.read_csv(tmp_path / "m.csv", index_col="index"),
+        pd.read_csv(tmp_path / "l.csv", index_col="index"),
+    )
     model = regression.fit_model(weights, losses, run.TARGET, "linear", folds=3, seed=0)
     (results / "regression/model.pkl").unlink()
     regression.save_model(model, results / "regression")
@@ -154,20 +176,39 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
 
 def test_eval_rows_of_registry_tasks_pick_one_primary_metric():
     """lm-eval registry shapes: perplexity next to accuracy, several filters, N/A stderr."""
-    result = {"runs": {"5": {
-        "results": {
-            "lambada_standard": {"alias": "lambada_standard", "perplexity,none": 40.5, "perplexity_stderr,none": 1.2,
-                                 "acc,none": 0.31, "acc_stderr,none": 0.006},
-            "gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.02, "exact_match_stderr,strict-match": 0.004,
-                      "exact_match,flexible-extract": 0.03, "exact_match_stderr,flexible-extract": "N/A"},
-        },
-        "higher_is_better": {"lambada_standard": {"perplexity": False, "acc": True}, "gsm8k": {"exact_match": True}},
-    }}}
+    result = {
+        "runs": {
+            "5": {
+                "results": {
+                    "lambada_standard": {
+                        "alias": "lambada_standard",
+                        "perplexity,none": 40.5,
+                        "perplexity_stderr,none": 1.2,
+                        "acc,none": 0.31,
+                        "acc_stderr,none": 0.006,
+                    },
+                    "gsm8k": {
+                        "alias": "gsm8k",
+                        "exact_match,strict-match": 0.02,
+                        "exact_match_stderr,strict-match": 0.004,
+                        "exact_match,flexible-extract": 0.03,
+                        "exact_match_stderr,flexible-extract": "N/A",
+                    },
+                },
+                "higher_is_better": {
+                    "lambada_standard": {"perplexity": False, "acc": True},
+                    "gsm8k": {"exact_match": True},
+                },
+            }
+        }
+    }
     rows = pd.DataFrame(collect.eval_rows("regmix", result, "eval/regmix.json"))
     assert len(rows) == 4 and set(rows["shots"]) == {5}
     primary = rows[rows.is_primary]
     assert sorted(zip(primary.task, primary.metric, primary["filter"])) == [
-        ("gsm8k", "exact_match", "flexible-extract"), ("lambada_standard", "acc", "none")]
+        ("gsm8k", "exact_match", "flexible-extract"),
+        ("lambada_standard", "acc", "none"),
+    ]
     ppl = rows[(rows.task == "lambada_standard") & (rows.metric == "perplexity")].iloc[0]
     assert not ppl.higher_is_better and ppl.stderr == pytest.approx(1.2)
     assert pd.isna(rows[rows["filter"] == "flexible-extract"].iloc[0].stderr)

@@ -98,10 +98,12 @@ def test_a_new_named_mixture_leaves_other_candidates_alone(demo):
 def test_bad_settings_json_is_a_configuration_error_naming_it(command, tmp_path, capsys):
     from regmix.cli import main
 
-    args = {"mixtures": ["--prior", "p.yaml", "--out", str(tmp_path / "m")],
-            "summary": ["--db", "x.duckdb", "--out-md", str(tmp_path / "s.md"), "--out-csv", str(tmp_path / "s.csv")],
-            "plots": ["--db", "x.duckdb", "--out-dir", str(tmp_path / "f")],
-            "train-proxies": ["--data", "d", "--tokenizer", "t", "--mixtures", "m.yaml", "--out-dirs", str(tmp_path / "o")]}
+    args = {
+        "mixtures": ["--prior", "p.yaml", "--out", str(tmp_path / "m")],
+        "summary": ["--db", "x.duckdb", "--out-md", str(tmp_path / "s.md"), "--out-csv", str(tmp_path / "s.csv")],
+        "plots": ["--db", "x.duckdb", "--out-dir", str(tmp_path / "f")],
+        "train-proxies": ["--data", "d", "--tokenizer", "t", "--mixtures", "m.yaml", "--out-dirs", str(tmp_path / "o")],
+    }
     assert main([command, "--settings", "{not json", *args[command]]) == 2
     assert "--settings is not valid JSON" in capsys.readouterr().err
     assert main([command, "--settings", "[1, 2]", *args[command]]) == 2

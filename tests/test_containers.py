@@ -78,14 +78,18 @@ def test_lock_is_exact_and_current():
         if line and not line.startswith("#"):
             assert re.fullmatch(r"[a-z0-9][a-z0-9.\-]*==[A-Za-z0-9.+!\-]+", line), line
     # regenerating from the installed environment gives the committed files
-    proc = subprocess.run([sys.executable, str(REPO_DIR / "tools" / "lock.py"), "--check"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_DIR / "tools" / "lock.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_lock_agrees_with_pyproject_pins():
     pins = _lock_pins()
     project = _pyproject()
-    declared = project["dependencies"] + [r for extra in lock_tool.LOCKED_EXTRAS for r in project["optional-dependencies"][extra]]
+    declared = project["dependencies"] + [
+        r for extra in lock_tool.LOCKED_EXTRAS for r in project["optional-dependencies"][extra]
+    ]
     for spec in declared:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
@@ -122,7 +126,9 @@ def test_conda_env_pins_exactly_the_lock():
 def test_base_image_is_pinned_by_digest():
     _, def_base = _def_base(DEF_FILE.read_text())
     if "@" not in def_base:
-        pytest.skip(f"base image {def_base} has no digest yet: run tools/pin_base_image.py where a registry is reachable")
+        pytest.skip(
+            f"base image {def_base} has no digest yet: run tools/pin_base_image.py where a registry is reachable"
+        )
     assert re.search(r"@sha256:[0-9a-f]{64}$", def_base), f"malformed digest: {def_base}"
     assert _containerfile_base(CONTAINERFILE.read_text()).endswith(def_base.split("@")[1])
 
@@ -202,17 +208,37 @@ def test_podman_builds_the_containerfile():
     if reason:
         pytest.skip(reason)
     cmd = [
-        "podman", "build", "--isolation=chroot", "--runtime", "runc",
-        "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
-        "--pull=never", "-f", str(CONTAINERFILE), "-t", IMAGE_TAG, str(REPO_DIR),
+        "podman",
+        "build",
+        "--isolation=chroot",
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=4096:4096",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--pull=never",
+        "-f",
+        str(CONTAINERFILE),
+        "-t",
+        IMAGE_TAG,
+        str(REPO_DIR),
     ]
     try:
         proc = subprocess.run(["timeout", "-s", "KILL", "1800", *cmd], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         # the build itself ran verify_install.py; read the label back from the image
         label = subprocess.run(
-            ["podman", "image", "inspect", "--format", '{{index .Labels "org.opencontainers.image.version"}}', IMAGE_TAG],
-            capture_output=True, text=True,
+            [
+                "podman",
+                "image",
+                "inspect",
+                "--format",
+                '{{index .Labels "org.opencontainers.image.version"}}',
+                IMAGE_TAG,
+            ],
+            capture_output=True,
+            text=True,
         )
         assert label.stdout.strip() == _pyproject()["version"]
     finally:

@@ -79,7 +79,9 @@ def test_domains_have_their_own_character(built):
             pass
     assert parsed >= 0.8 * len(docs["code"])
     assert all("def " not in t.split("\n", 1)[0] or "(" in t for t in docs["docstrings"])
-    assert sum(bool(re.search(r"licen[cs]e|copyright|permission", t, re.I)) for t in docs["legal"]) >= 0.9 * len(docs["legal"])
+    assert sum(bool(re.search(r"licen[cs]e|copyright|permission", t, re.I)) for t in docs["legal"]) >= 0.9 * len(
+        docs["legal"]
+    )
     loadable = 0
     for text in docs["structured"]:
         try:
@@ -103,7 +105,9 @@ def test_arithmetic_answers_are_correct():
             assert int(a) + int(b) == int(answer)
         for x, b, q in re.findall(r"Divide (-?\d+) by (\d+)\.\nAnswer: (-?\d+)", text):
             assert int(x) == int(b) * int(q)
-        for a, var, b, rhs, var2, answer in re.findall(r"Solve (-?\d+)\*(\w) \+ (-?\d+) = (-?\d+) for (\w)\.\nAnswer: (-?\d+)", text):
+        for a, var, b, rhs, var2, answer in re.findall(
+            r"Solve (-?\d+)\*(\w) \+ (-?\d+) = (-?\d+) for (\w)\.\nAnswer: (-?\d+)", text
+        ):
             assert int(a) * int(answer) + int(b) == int(rhs)
     rng = random.Random(0)
     for module in corpus.ARITHMETIC_MODULES:
@@ -170,10 +174,20 @@ def test_other_source_kinds_get_a_manifest_of_their_files(tmp_path):
             path = tmp_path / "data" / split / f"{domain}-0.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"text": f"{domain} {split}"}) + "\n")
-    config = validate_config({"domains": ["alpha", "beta"], "regression": {"target": "mean"},
-                              "data": {"source": {"kind": "jsonl", "path": str(tmp_path / "data")}}})
-    assert corpus.main(["--settings", json.dumps(stage_settings(config, "corpus")), "--out", str(tmp_path / "corpus")]) == 0
+    config = validate_config(
+        {
+            "domains": ["alpha", "beta"],
+            "regression": {"target": "mean"},
+            "data": {"source": {"kind": "jsonl", "path": str(tmp_path / "data")}},
+        }
+    )
+    assert (
+        corpus.main(["--settings", json.dumps(stage_settings(config, "corpus")), "--out", str(tmp_path / "corpus")])
+        == 0
+    )
     manifest = io.read_json(tmp_path / "corpus" / "manifest.json")
     assert manifest["kind"] == "jsonl"
-    assert manifest["domains"]["beta"]["valid"] == [{"path": str(tmp_path / "data" / "valid" / "beta-0.jsonl"), "bytes": 23}]
+    assert manifest["domains"]["beta"]["valid"] == [
+        {"path": str(tmp_path / "data" / "valid" / "beta-0.jsonl"), "bytes": 23}
+    ]
     assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["manifest.json"]

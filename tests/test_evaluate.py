@@ -17,9 +17,19 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 DOMAINS = ["prose", "numbers"]
 DATA = {"source": {"kind": "demo"}, "valid_fraction": 0.05, "max_undecodable_fraction": 0.01}
 EVAL_DEFAULTS = {
-    "suite": "local", "tasks": [], "num_fewshot": [0], "limit": None, "docs_per_task": 12,
-    "max_doc_chars": 400, "mc_choices": 4, "mc_context_chars": 80, "mc_continuation_chars": 40,
-    "batch_size": 8, "log_samples": False, "device": "cpu", "threads": 1,
+    "suite": "local",
+    "tasks": [],
+    "num_fewshot": [0],
+    "limit": None,
+    "docs_per_task": 12,
+    "max_doc_chars": 400,
+    "mc_choices": 4,
+    "mc_context_chars": 80,
+    "mc_continuation_chars": 40,
+    "batch_size": 8,
+    "log_samples": False,
+    "device": "cpu",
+    "threads": 1,
 }
 
 
@@ -58,16 +68,31 @@ def tiny_model(tmp_path_factory) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     fast.save_pretrained(out)
     torch.manual_seed(0)
     eos = fast.convert_tokens_to_ids("<|endoftext|>")
-    config = LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
 
@@ -125,7 +150,10 @@ def test_make_tasks_replaces_an_old_suite_whole(tmp_path):
     ev.make_tasks(settings(), corpus, tmp_path / "tasks")
     assert not (tmp_path / "tasks" / "regmix_ppl_gone.yaml").exists()
     spec = yaml.safe_load((tmp_path / "tasks" / "regmix_mc_prose.yaml").read_text())
-    assert Path(spec["dataset_kwargs"]["data_files"]["fewshot"]) == (tmp_path / "tasks" / "regmix_mc_prose.fewshot.jsonl").resolve()
+    assert (
+        Path(spec["dataset_kwargs"]["data_files"]["fewshot"])
+        == (tmp_path / "tasks" / "regmix_mc_prose.fewshot.jsonl").resolve()
+    )
 
 
 def test_make_tasks_names_a_domain_with_too_few_documents(tmp_path):
@@ -154,9 +182,21 @@ def test_evaluate_runs_lm_eval_and_merges_shot_counts(tmp_path, tiny_model):
     corpus = write_corpus(tmp_path / "corpus")
     ev.make_tasks(settings(docs_per_task=6), corpus, tmp_path / "tasks")
     s = settings(num_fewshot=[0, 1], limit=6, log_samples=True)
-    code = cli_main(["evaluate", "--settings", json.dumps(s), "--model", str(tiny_model), "--tasks",
-                     str(tmp_path / "tasks"), "--out", str(tmp_path / "eval" / "c.json"),
-                     "--samples-out", str(tmp_path / "eval" / "c.samples.jsonl")])
+    code = cli_main(
+        [
+            "evaluate",
+            "--settings",
+            json.dumps(s),
+            "--model",
+            str(tiny_model),
+            "--tasks",
+            str(tmp_path / "tasks"),
+            "--out",
+            str(tmp_path / "eval" / "c.json"),
+            "--samples-out",
+            str(tmp_path / "eval" / "c.samples.jsonl"),
+        ]
+    )
     assert code == 0
     out = json.loads((tmp_path / "eval" / "c.json").read_text())
     assert out["num_fewshot"] == [0, 1]
@@ -175,8 +215,19 @@ def test_evaluate_runs_lm_eval_and_merges_shot_counts(tmp_path, tiny_model):
 
 
 def test_evaluate_rejects_a_directory_that_is_not_a_checkpoint(tmp_path):
-    code = cli_main(["evaluate", "--settings", json.dumps(settings()), "--model", str(tmp_path),
-                     "--tasks", str(tmp_path), "--out", str(tmp_path / "x.json")])
+    code = cli_main(
+        [
+            "evaluate",
+            "--settings",
+            json.dumps(settings()),
+            "--model",
+            str(tmp_path),
+            "--tasks",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert code == 1 and not (tmp_path / "x.json").exists()
 
 

@@ -12,8 +12,17 @@ from regmix.train import accumulate_gradients, apply_gradients, autocast_dtype, 
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-ARCH = resolve_architecture({"n_layers": 2, "n_heads": 4, "hidden_size": 128, "intermediate_size": 256,
-                             "seq_len": 128, "vocab_size": 4096, "pad_vocab_to": 64})
+ARCH = resolve_architecture(
+    {
+        "n_layers": 2,
+        "n_heads": 4,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "seq_len": 128,
+        "vocab_size": 4096,
+        "pad_vocab_to": 64,
+    }
+)
 HP = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1}
 
 
@@ -27,7 +36,7 @@ def _train(device: str, compiled: bool, steps: int = 20) -> np.ndarray:
     params = list(model.parameters())
     rng = np.random.default_rng(0)
     # a learnable stream (repeating ramps) so the losses fall and can be compared
-    ramp = (np.arange(ARCH["seq_len"] + 1)[None, None, :] * np.array([[[1]], [[3]]]))
+    ramp = np.arange(ARCH["seq_len"] + 1)[None, None, :] * np.array([[[1]], [[3]]])
     losses = []
     for _ in range(steps):
         windows = (ramp + rng.integers(0, 50, size=(2, 8, 1))) % 200

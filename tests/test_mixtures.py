@@ -14,8 +14,17 @@ PRIOR = {"a": 0.5, "b": 0.3, "c": 0.15, "d": 0.05}
 
 
 def settings(**mixtures):
-    base = {"count": 40, "temperature": 0.5, "concentration_min": 0.1, "concentration_max": 5.0,
-            "concentration_steps": 15, "min_weight": 0.01, "max_epochs": 4, "pool_factor": 10, "dedup_tolerance": 0.001}
+    base = {
+        "count": 40,
+        "temperature": 0.5,
+        "concentration_min": 0.1,
+        "concentration_max": 5.0,
+        "concentration_steps": 15,
+        "min_weight": 0.01,
+        "max_epochs": 4,
+        "pool_factor": 10,
+        "dedup_tolerance": 0.001,
+    }
     return {"seed": 3, "domains": DOMAINS, "mixtures": {**base, **mixtures}, "large_train_tokens": 1000}
 
 
@@ -38,8 +47,13 @@ def test_paper_rule_caps_at_max_epochs_times_prior_without_token_counts():
 
 
 def test_tempered_prior_is_the_mean_at_high_concentration():
-    rows = synthesize(settings(concentration_min=500, concentration_max=500, concentration_steps=1, min_weight=0,
-                               max_epochs=100, count=200), PRIOR, None)
+    rows = synthesize(
+        settings(
+            concentration_min=500, concentration_max=500, concentration_steps=1, min_weight=0, max_epochs=100, count=200
+        ),
+        PRIOR,
+        None,
+    )
     tempered = np.sqrt(list(PRIOR.values()))
     np.testing.assert_allclose(rows.mean(axis=0), tempered / tempered.sum(), atol=0.01)
 
@@ -63,15 +77,27 @@ def test_near_duplicates_dropped():
 
 
 def test_cli_writes_yaml_per_mixture_and_csv(tmp_path):
-    config = validate_config({"domains": ["code", "docstrings", "docs", "structured", "legal", "arithmetic"],
-                              "mixtures": {"count": 12}})
+    config = validate_config(
+        {"domains": ["code", "docstrings", "docs", "structured", "legal", "arithmetic"], "mixtures": {"count": 12}}
+    )
     s = stage_settings(config, "mixtures")
     domains = s["domains"]
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump({d: 1 / 6 for d in domains}))
     (tmp_path / "counts.json").write_text(json.dumps({d: {"train": 10**7, "valid": 10**5} for d in domains}))
     out = tmp_path / "mix"
-    rc = regmix_main(["mixtures", "--settings", json.dumps(s), "--prior", str(tmp_path / "prior.yaml"),
-                      "--token-counts", str(tmp_path / "counts.json"), "--out", str(out)])
+    rc = regmix_main(
+        [
+            "mixtures",
+            "--settings",
+            json.dumps(s),
+            "--prior",
+            str(tmp_path / "prior.yaml"),
+            "--token-counts",
+            str(tmp_path / "counts.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(out / "mixtures.csv")
     assert list(table.columns) == ["index", *domains] and list(table["index"]) == list(range(12))
@@ -83,6 +109,8 @@ def test_cli_writes_yaml_per_mixture_and_csv(tmp_path):
 def test_cli_prior_missing_domain_fails(tmp_path, capsys):
     s = settings()
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump({"a": 0.5, "b": 0.5, "c": 0.0}))
-    rc = regmix_main(["mixtures", "--settings", json.dumps(s), "--prior", str(tmp_path / "prior.yaml"), "--out", str(tmp_path / "m")])
+    rc = regmix_main(
+        ["mixtures", "--settings", json.dumps(s), "--prior", str(tmp_path / "prior.yaml"), "--out", str(tmp_path / "m")]
+    )
     assert rc != 0 and "'d'" in capsys.readouterr().err
     assert not (tmp_path / "m" / "mixtures.csv").exists()

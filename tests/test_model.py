@@ -8,13 +8,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regmix.config import model_architecture
-from regmix.model import (StackedLlama, flops_per_token, hf_config, parameter_counts, per_model_clip_,
-                          resolve_architecture)
 import regmix.model as model_module
+from regmix.config import model_architecture
+from regmix.model import (
+    StackedLlama,
+    flops_per_token,
+    hf_config,
+    parameter_counts,
+    per_model_clip_,
+    resolve_architecture,
+)
 
-ARCH = {"name": "t", "n_layers": 2, "n_heads": 4, "hidden_size": 32, "intermediate_size": 48, "seq_len": 16,
-        "vocab_size": 200, "pad_vocab_to": 64}
+ARCH = {
+    "name": "t",
+    "n_layers": 2,
+    "n_heads": 4,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "seq_len": 16,
+    "vocab_size": 200,
+    "pad_vocab_to": 64,
+}
 
 
 def _perturbed(k: int, seed: int = 0) -> StackedLlama:
@@ -78,8 +92,15 @@ def test_stacked_forward_and_gradients_equal_hf_llama():
         h = stacked.arch["hidden_size"]
         torch.testing.assert_close(stacked.lm_head.grad[i], grads["lm_head.weight"].grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(stacked.embed.grad[i], grads["model.embed_tokens.weight"].grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(stacked.layers[1].qkv.grad[i][h : 2 * h], grads["model.layers.1.self_attn.k_proj.weight"].grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(stacked.layers[0].down.grad[i], grads["model.layers.0.mlp.down_proj.weight"].grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            stacked.layers[1].qkv.grad[i][h : 2 * h],
+            grads["model.layers.1.self_attn.k_proj.weight"].grad,
+            rtol=1e-4,
+            atol=1e-6,
+        )
+        torch.testing.assert_close(
+            stacked.layers[0].down.grad[i], grads["model.layers.0.mlp.down_proj.weight"].grad, rtol=1e-4, atol=1e-6
+        )
 
 
 def test_chunked_loss_does_not_depend_on_chunk_size(monkeypatch):

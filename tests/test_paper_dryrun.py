@@ -21,7 +21,9 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paper_jobs(workdir):
-    proc = run_snakemake(workdir, "-n", "--profile", "slurm", *NO_CONTAINER, "--configfile", "config/paper.yaml", timeout=300)
+    proc = run_snakemake(
+        workdir, "-n", "--profile", "slurm", *NO_CONTAINER, "--configfile", "config/paper.yaml", timeout=300
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return by_rule(parse_dry_run(proc.stdout + proc.stderr))
 
@@ -34,7 +36,13 @@ def test_paper_study_is_the_papers():
     assert len(DOMAINS) == 17 and "pile_cc" in DOMAINS
     assert PAPER["tokenizer"] == {"kind": "pretrained", "name": "EleutherAI/gpt-neox-20b"}
     proxy, large = PAPER["proxy"], PAPER["large"]
-    assert (proxy["model"], proxy["steps"], proxy["global_batch"], proxy["lr"], proxy["warmup_steps"]) == ("tinyllama_1M", 1000, 512, 4e-4, 100)
+    assert (proxy["model"], proxy["steps"], proxy["global_batch"], proxy["lr"], proxy["warmup_steps"]) == (
+        "tinyllama_1M",
+        1000,
+        512,
+        4e-4,
+        100,
+    )
     assert large["model"] == "tinyllama_1B"
     tokens = large["steps"] * large["global_batch"] * 2048
     assert abs(tokens - 25e9) / 25e9 < 1e-4
@@ -58,7 +66,9 @@ def test_job_counts(paper_jobs):
     assert len(packs) == 512 // pack_size
     assert all(len(jobs) == 1 and jobs[0].group == "proxies" for jobs in packs.values())
     # every one of the 512 mixtures is trained, exactly once
-    trained = [m for jobs in packs.values() for m in re.findall(r"--mixtures ((?:\S+\.yaml ?)+)", jobs[0].shell)[0].split()]
+    trained = [
+        m for jobs in packs.values() for m in re.findall(r"--mixtures ((?:\S+\.yaml ?)+)", jobs[0].shell)[0].split()
+    ]
     assert len(trained) == 512 and len(set(trained)) == 512
     assert sorted(trained)[-1].endswith("mix_0511.yaml")
 
@@ -67,8 +77,16 @@ def test_job_counts(paper_jobs):
     for rule in ("write_candidate", "train_large", "evaluate_candidate"):
         assert {job.wildcards["candidate"] for job in paper_jobs[rule]} == candidates, rule
         assert len(paper_jobs[rule]) == 68, rule
-    for rule in ("train_tokenizer", "compute_prior", "synthesize_mixtures", "collect_proxy_results",
-                 "fit_regression", "choose_mixture", "summarize", "build_database"):
+    for rule in (
+        "train_tokenizer",
+        "compute_prior",
+        "synthesize_mixtures",
+        "collect_proxy_results",
+        "fit_regression",
+        "choose_mixture",
+        "summarize",
+        "build_database",
+    ):
         assert len(paper_jobs[rule]) == 1, rule
     # the paper's tasks come from lm-eval's registry, not from held-out documents
     assert "make_eval_tasks" not in paper_jobs
@@ -84,16 +102,21 @@ def test_selection_settings_reach_the_commands(paper_jobs):
 
 
 def test_gpu_stages_ask_for_their_configured_resources(paper_jobs):
-    expected = {"train_proxies_pack_": PAPER["proxy"]["resources"], "train_large": PAPER["large"]["resources"],
-                "evaluate_candidate": PAPER["evaluate"]["resources"]}
+    expected = {
+        "train_proxies_pack_": PAPER["proxy"]["resources"],
+        "train_large": PAPER["large"]["resources"],
+        "evaluate_candidate": PAPER["evaluate"]["resources"],
+    }
     for rule, jobs in paper_jobs.items():
         if not GPU_RULE.match(rule):
             continue
         block = next(v for k, v in expected.items() if rule.startswith(k))
         for job in jobs:
             assert _ints(job, "gpu", "cpus_per_task", "mem_mb", "runtime") == {
-                "gpu": block["gpus"] * block.get("nodes", 1), "cpus_per_task": block["cpus_per_task"],
-                "mem_mb": block["mem_mb"], "runtime": block["runtime"],
+                "gpu": block["gpus"] * block.get("nodes", 1),
+                "cpus_per_task": block["cpus_per_task"],
+                "mem_mb": block["mem_mb"],
+                "runtime": block["runtime"],
             }, (rule, job.resources)
             assert "nodes" not in job.resources and "gpu_model" not in job.resources
     # eight GPUs on one node: torchrun with one process per GPU
@@ -120,7 +143,18 @@ def test_multi_node_large_runs_and_gpu_model(workdir):
     overlay = workdir / "two-nodes.yaml"
     overlay.write_text(yaml.safe_dump({"large": {"resources": {"gpus": 8, "nodes": 2, "gpu_model": "a100"}}}))
     target = "results/large/human/losses.json"  # human needs no proxies: a small graph
-    proc = run_snakemake(workdir, target, "-n", "--profile", "slurm", *NO_CONTAINER, "--configfile", "config/paper.yaml", overlay.name, timeout=300)
+    proc = run_snakemake(
+        workdir,
+        target,
+        "-n",
+        "--profile",
+        "slurm",
+        *NO_CONTAINER,
+        "--configfile",
+        "config/paper.yaml",
+        overlay.name,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     jobs = by_rule(parse_dry_run(proc.stdout + proc.stderr))
     assert not any(rule.startswith("train_proxies") for rule in jobs)

@@ -1,6 +1,5 @@
 """The default regressor on the RegMix paper's released runs (skipped without the data)."""
 
-
 import numpy as np
 import pytest
 
@@ -37,7 +36,9 @@ def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(def
     prior = prior_by_column()
     chosen, _, _ = choose(default_model, prior, samples=1_000_000, top_k=100, seed=0, max_epochs=15)
     weights = np.array([chosen["weights"][d] for d in default_model.domains])
-    assert abs(weights.sum() - 1) < 1e-6 and (weights <= np.minimum(15 * np.array(list(prior.values())), 1) + 1e-9).all()
+    assert (
+        abs(weights.sum() - 1) < 1e-6 and (weights <= np.minimum(15 * np.array(list(prior.values())), 1) + 1e-9).all()
+    )
     for name in NAMED:
         named = read_mixture_file(DATA / "config_1b" / f"{name}.yaml", default_model.domains)
         assert chosen["predicted_target"] <= default_model.predict_mapping(named) + 1e-9, name

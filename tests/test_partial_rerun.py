@@ -88,7 +88,9 @@ def test_large_model_learning_rate_retrains_every_candidate_and_no_proxy(micro_r
     assert all("Params have changed" in job.reason for job in jobs["train_large"])
     assert candidates_of(jobs, "evaluate_candidate") == CANDIDATES
     assert not any(rule.startswith("train_proxies_pack_") for rule in jobs)
-    assert_untouched(jobs, UPSTREAM_OF_PROXIES | {"collect_proxy_results", "fit_regression", "choose_mixture", "write_candidate"})
+    assert_untouched(
+        jobs, UPSTREAM_OF_PROXIES | {"collect_proxy_results", "fit_regression", "choose_mixture", "write_candidate"}
+    )
 
 
 def test_tokenization_code_change_retokenizes_but_keeps_corpus_and_tokenizer(micro_run):

@@ -69,9 +69,7 @@ def test_rerun_does_nothing_when_nothing_changed(micro_run):
 
 def test_bad_config_stops_before_any_job(tmp_path):
     workdir = copy_workflow(tmp_path / "workflow")
-    (workdir / "config" / "bad.yaml").write_text(
-        "large:\n  named:\n    mine: {code: 0.7, atlantis: 0.3}\n"
-    )
+    (workdir / "config" / "bad.yaml").write_text("large:\n  named:\n    mine: {code: 0.7, atlantis: 0.3}\n")
     proc = run_snakemake(workdir, "--cores", "1", "--configfile", "config/bad.yaml", timeout=120)
     assert proc.returncode != 0
     assert "atlantis" in proc.stderr and "large.named.mine" in proc.stderr

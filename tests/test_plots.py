@@ -27,7 +27,9 @@ def data(database):
 
 
 def test_plots_writes_every_figure_with_provenance(tmp_path, database):
-    code = cli_main(["plots", "--settings", json.dumps(run.settings()), "--db", str(database), "--out-dir", str(tmp_path)])
+    code = cli_main(
+        ["plots", "--settings", json.dumps(run.settings()), "--db", str(database), "--out-dir", str(tmp_path)]
+    )
     assert code == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(plots.FIGURES)
     for name in plots.FIGURES:

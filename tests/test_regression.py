@@ -6,8 +6,15 @@ import pandas as pd
 import pytest
 
 from regmix.cli import main as regmix_main
-from regmix.regression import (cross_validate, fit_model, load_model, load_swarm_from_duckdb, read_swarm_csvs,
-                               regression_defaults, score)
+from regmix.regression import (
+    cross_validate,
+    fit_model,
+    load_model,
+    load_swarm_from_duckdb,
+    read_swarm_csvs,
+    regression_defaults,
+    score,
+)
 
 DOMAINS = ["code", "docs", "legal", "math"]
 
@@ -62,8 +69,10 @@ def test_ensemble_weight_is_chosen_by_cv_and_combines_its_members():
     assert ensemble.gp_weight >= 0.5
     test, _ = swarm(15, seed=3)
     X = test.to_numpy()
-    expected = sum(w * ensemble.members[name].predict(X) if name in ensemble.members else 0.0
-                   for name, w in (("gp", ensemble.gp_weight), ("lightgbm", 1 - ensemble.gp_weight)))
+    expected = sum(
+        w * ensemble.members[name].predict(X) if name in ensemble.members else 0.0
+        for name, w in (("gp", ensemble.gp_weight), ("lightgbm", 1 - ensemble.gp_weight))
+    )
     np.testing.assert_allclose(model.predict_frame(test), expected)
 
 
@@ -93,8 +102,24 @@ def test_fit_cli_matches_on_index_normalises_and_writes_outputs(tmp_path):
     extra = pd.DataFrame([[0.25] * 4], columns=DOMAINS, index=pd.Index([999], name="index"))
     m, l = write_csvs(tmp_path, pd.concat([scaled, extra]), losses.iloc[::-1])  # extra row has no loss, order differs
     out = tmp_path / "reg"
-    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--out", str(out),
-                        "--regressor", "linear"]) == 0
+    assert (
+        regmix_main(
+            [
+                "fit",
+                "--mixtures",
+                str(m),
+                "--losses",
+                str(l),
+                "--target",
+                "docs",
+                "--out",
+                str(out),
+                "--regressor",
+                "linear",
+            ]
+        )
+        == 0
+    )
     cv = json.loads((out / "cv.json").read_text())
     assert cv["rows"] == 26 and cv["regressor"] == "linear" and cv["target"] == "docs"
     assert cv["spearman"]["ci_low"] <= cv["spearman"]["value"] <= cv["spearman"]["ci_high"]
@@ -117,8 +142,17 @@ def test_fit_cli_matches_on_index_normalises_and_writes_outputs(tmp_path):
 
 def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
     m, l = write_csvs(tmp_path, *swarm(20))
-    s = json.dumps({"seed": 0, "domains": DOMAINS, "regression": {"regressor": "linear", "target": "mean", "cv_folds": 4, "seed": 1}})
-    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--out", str(tmp_path / "r"), "--settings", s]) == 0
+    s = json.dumps(
+        {
+            "seed": 0,
+            "domains": DOMAINS,
+            "regression": {"regressor": "linear", "target": "mean", "cv_folds": 4, "seed": 1},
+        }
+    )
+    assert (
+        regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--out", str(tmp_path / "r"), "--settings", s])
+        == 0
+    )
     cv = json.loads((tmp_path / "r" / "cv.json").read_text())
     assert (cv["regressor"], cv["target"], cv["folds"]) == ("linear", "mean", 4)
 
@@ -126,18 +160,58 @@ def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
 def test_bad_inputs_fail_naming_the_problem(tmp_path, capsys):
     mixtures, losses = swarm(20)
     m, l = write_csvs(tmp_path, mixtures, losses)
-    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "nope", "--out", str(tmp_path / "r")]) != 0
+    assert (
+        regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "nope", "--out", str(tmp_path / "r")])
+        != 0
+    )
     assert "'nope'" in capsys.readouterr().err
     assert not (tmp_path / "r" / "model.pkl").exists()
-    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "magic",
-                        "--out", str(tmp_path / "r")]) != 0
+    assert (
+        regmix_main(
+            [
+                "fit",
+                "--mixtures",
+                str(m),
+                "--losses",
+                str(l),
+                "--target",
+                "docs",
+                "--regressor",
+                "magic",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        != 0
+    )
     assert "'magic'" in capsys.readouterr().err
-    assert regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "linear",
-                        "--out", str(tmp_path / "r")]) == 0
+    assert (
+        regmix_main(
+            [
+                "fit",
+                "--mixtures",
+                str(m),
+                "--losses",
+                str(l),
+                "--target",
+                "docs",
+                "--regressor",
+                "linear",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     other = mixtures.rename(columns={"math": "maths"})
     bad = tmp_path / "bad.csv"
     other.reset_index().to_csv(bad, index=False)
-    assert regmix_main(["predict", "--model", str(tmp_path / "r"), "--mixtures", str(bad), "--out", str(tmp_path / "p.csv")]) != 0
+    assert (
+        regmix_main(
+            ["predict", "--model", str(tmp_path / "r"), "--mixtures", str(bad), "--out", str(tmp_path / "p.csv")]
+        )
+        != 0
+    )
     assert "'math'" in capsys.readouterr().err
 
 
@@ -168,8 +242,12 @@ def test_load_swarm_from_duckdb_matches_csvs(tmp_path):
 def test_load_swarm_from_duckdb_missing_loss_names_domain(tmp_path):
     db = tmp_path / "x.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE mixtures AS SELECT * FROM (VALUES ('m0','a',0.5),('m0','b',0.5),('m1','a',1.0)) t(mix_id, domain, weight)")
-    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM (VALUES ('m0','a',3.0),('m0','b',3.1),('m1','a',2.9)) t(mix_id, domain, loss)")
+    con.execute(
+        "CREATE TABLE mixtures AS SELECT * FROM (VALUES ('m0','a',0.5),('m0','b',0.5),('m1','a',1.0)) t(mix_id, domain, weight)"
+    )
+    con.execute(
+        "CREATE TABLE proxy_losses AS SELECT * FROM (VALUES ('m0','a',3.0),('m0','b',3.1),('m1','a',2.9)) t(mix_id, domain, loss)"
+    )
     con.close()
     with pytest.raises(ValueError, match="domain 'b' of 'm1'"):
         load_swarm_from_duckdb(db)

@@ -37,7 +37,14 @@ GPU_RESOURCES = {"gpus": 1, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 30}
 # one submission), which saves a submission and status poll per job; the GPU rules are
 # submitted as the profile does it, the two proxy packs bundled into one job.
 GROUPS = {
-    "prep": ["build_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures", "make_eval_tasks"],
+    "prep": [
+        "build_corpus",
+        "train_tokenizer",
+        "tokenize_domain",
+        "compute_prior",
+        "synthesize_mixtures",
+        "make_eval_tasks",
+    ],
     "select": ["collect_proxy_results", "fit_regression", "choose_mixture"],
     "report": ["build_database", "summarize", "plot_figures"],
 }
@@ -63,7 +70,9 @@ def _skip_reason():
         return "Slurm packages not installed and no apt-get to install them"
     if importlib_missing("snakemake_executor_plugin_slurm"):
         return "snakemake-executor-plugin-slurm is not installed"
-    if shutil.which("scontrol") and subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20).stdout.count("UP"):
+    if shutil.which("scontrol") and subprocess.run(
+        ["scontrol", "ping"], capture_output=True, text=True, timeout=20
+    ).stdout.count("UP"):
         return "a Slurm controller is already running on this machine (not started by this test)"
     return None
 
@@ -82,18 +91,28 @@ def slurm_cluster(tmp_path_factory):
     # not under pytest's private (0700) temp folder: MariaDB runs as user mysql
     state = Path(tempfile.mkdtemp(prefix="regmix-slurm-"))
     state.chmod(0o755)
-    env = {**os.environ, "SLURM_TEST_DIR": str(state), "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "2", "SLURM_PARTITION": "debug"}
+    env = {
+        **os.environ,
+        "SLURM_TEST_DIR": str(state),
+        "SLURM_ACCOUNTING": "dbd",
+        "SLURM_FAKE_GPUS": "2",
+        "SLURM_PARTITION": "debug",
+    }
     try:
         start = subprocess.run(
             ["timeout", "-s", "KILL", "300", "bash", str(SLURM_TOOLS / "start-slurm.sh")],
-            env=env, capture_output=True, text=True,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if start.returncode != 0:
             pytest.skip(f"could not start Slurm here (exit {start.returncode}): {start.stderr.strip()[-1500:]}")
         yield {"partition": "debug", "account": "ci"}
     finally:
         # stop-slurm.sh stops exactly the daemons start-slurm.sh recorded under `state`
-        subprocess.run(["timeout", "-s", "KILL", "120", "bash", str(SLURM_TOOLS / "stop-slurm.sh")], env=env, capture_output=True)
+        subprocess.run(
+            ["timeout", "-s", "KILL", "120", "bash", str(SLURM_TOOLS / "stop-slurm.sh")], env=env, capture_output=True
+        )
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -111,15 +130,26 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     base_args = ["--profile", "slurm", *NO_CONTAINER, "--configfile", "config/slurm-micro.yaml"]
     args = [
         *base_args,
-        "--groups", *[f"{rule}={group}" for group, rules in GROUPS.items() for rule in rules],
+        "--groups",
+        *[f"{rule}={group}" for group, rules in GROUPS.items() for rule in rules],
         # as the profile: one pack per submission (proxy.pack_size sets proxies per job)
-        "--group-components", "proxies=1",
+        "--group-components",
+        "proxies=1",
         # a group job's jobs run side by side up to these limits (per submission)
-        "--resources", "cpus_per_task=2", "mem_mb=8000", "--set-resource-scopes", "cpus_per_task=local",
-        "--default-resources", *_sized_defaults(),
-        "--set-resources", "tokenize_domain:mem_mb=2000", "choose_mixture:mem_mb=2000",
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--retries", "0",  # a failing job fails the test now, not after two more tries
+        "--resources",
+        "cpus_per_task=2",
+        "mem_mb=8000",
+        "--set-resource-scopes",
+        "cpus_per_task=local",
+        "--default-resources",
+        *_sized_defaults(),
+        "--set-resources",
+        "tokenize_domain:mem_mb=2000",
+        "choose_mixture:mem_mb=2000",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--retries",
+        "0",  # a failing job fails the test now, not after two more tries
         "--verbose",
     ]
     # jobs inherit the environment (sbatch --export=ALL): run the copy's regmix code
@@ -136,9 +166,20 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     log = proc.stdout + proc.stderr
     (workdir / "snakemake-slurm.log").write_text(log)
     if proc.returncode != 0:
-        job_logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")))
-        pytest.fail(f"snakemake --profile slurm exited {proc.returncode} after {seconds:.0f} s:\n{log[-4000:]}\n{job_logs[-6000:]}")
-    return {"workdir": workdir, "log": log, "seconds": seconds, "base_args": base_args, "config": config, "since": since}
+        job_logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+        )
+        pytest.fail(
+            f"snakemake --profile slurm exited {proc.returncode} after {seconds:.0f} s:\n{log[-4000:]}\n{job_logs[-6000:]}"
+        )
+    return {
+        "workdir": workdir,
+        "log": log,
+        "seconds": seconds,
+        "base_args": base_args,
+        "config": config,
+        "since": since,
+    }
 
 
 def _submissions(log):
@@ -164,8 +205,12 @@ def _accounting(since: str, job_ids: list[str], wait_s: float = 60.0) -> dict[st
     ask again (up to `wait_s`) until every job is known and has left its running states."""
     deadline = time.monotonic() + wait_s
     while True:
-        sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-j", ",".join(job_ids), "-o", "JobIDRaw,State,ReqTRES"],
-                               capture_output=True, text=True, timeout=60)
+        sacct = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-S", since, "-j", ",".join(job_ids), "-o", "JobIDRaw,State,ReqTRES"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         rows = {line.split("|")[0]: line.split("|") for line in sacct.stdout.splitlines() if line}
         settled = all(j in rows and rows[j][1] not in ("PENDING", "RUNNING", "COMPLETING") for j in job_ids)
         if settled or time.monotonic() > deadline:
@@ -178,7 +223,12 @@ def test_gpu_rules_were_submitted_with_gpus(slurm_run):
     gpu_subs = [s for s in subs if any(GPU_RULE.match(r) for r in s[1])]
     print(f"\nSlurm micro run: {slurm_run['seconds']:.0f} s, {len(subs)} submissions ({len(gpu_subs)} with GPUs)")
     submitted_rules = {r for _, rules, _ in subs for r in rules}
-    assert {"train_proxies_pack_0000", "train_proxies_pack_0001", "train_large", "evaluate_candidate"} <= submitted_rules
+    assert {
+        "train_proxies_pack_0000",
+        "train_proxies_pack_0001",
+        "train_large",
+        "evaluate_candidate",
+    } <= submitted_rules
     assert {rule for rules in GROUPS.values() for rule in rules} <= submitted_rules
     for _, rules, call in subs:
         gpus = re.search(r"--gpus=(\d+)", call)

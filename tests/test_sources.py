@@ -43,6 +43,7 @@ def zst_open(path, mode):
 
 # --------------------------------------------------------------------------- jsonl
 
+
 @pytest.fixture
 def regmix_layout(tmp_path):
     """RegMix's folder layout, with a domain whose name prefixes another's."""
@@ -61,7 +62,10 @@ def test_jsonl_matches_domain_names_exactly_and_reads_gz_and_zst(regmix_layout):
     assert docs(config, "pubmed", "train") == ["pubmed train a", "pubmed train b", "pubmed train c"]
     assert docs(config, "pubmed_central", "train") == ["central train a", "central train b"]
     assert docs(config, "pubmed", "valid") == ["pubmed valid"]
-    assert [os.path.basename(p) for p in sources.input_files(config, "pubmed", "train")] == ["pubmed-0.jsonl", "pubmed-1.jsonl.gz"]
+    assert [os.path.basename(p) for p in sources.input_files(config, "pubmed", "train")] == [
+        "pubmed-0.jsonl",
+        "pubmed-1.jsonl.gz",
+    ]
     assert sources.jsonl_domain("pubmed_central-0.jsonl") == "pubmed_central"
     assert sources.jsonl_domain("pubmed.jsonl.zst") == "pubmed"
     assert sources.jsonl_domain("notes.txt") is None
@@ -91,7 +95,9 @@ def test_missing_valid_folder_splits_train_by_seeded_hash(tmp_path):
     texts = [f"document number {i}" for i in range(200)]
     write_jsonl(tmp_path / "d" / "train" / "alpha-0.jsonl", texts)
     write_jsonl(tmp_path / "d" / "train" / "beta-0.jsonl", texts[:50])
-    config = make_config(["alpha", "beta"], {"kind": "jsonl", "path": str(tmp_path / "d"), "valid_dir": None}, valid_fraction=0.2)
+    config = make_config(
+        ["alpha", "beta"], {"kind": "jsonl", "path": str(tmp_path / "d"), "valid_dir": None}, valid_fraction=0.2
+    )
     train, valid = docs(config, "alpha", "train"), docs(config, "alpha", "valid")
     assert sorted(train + valid) == sorted(texts) and not set(train) & set(valid)
     assert 20 <= len(valid) <= 60
@@ -135,7 +141,8 @@ PILE_NAMES = {"ArXiv": "arxiv", "Wikipedia (en)": "wikipedia_en", "FreeLaw": "fr
 def pile_like(tmp_path):
     rows = [
         {"text": f"{name} document {i}", "meta": {"pile_set_name": name}}
-        for i in range(30) for name in [*PILE_NAMES, "Books3"]
+        for i in range(30)
+        for name in [*PILE_NAMES, "Books3"]
     ]
     path = tmp_path / "pile.jsonl.zst"
     with zst_open(path, "wt") as handle:
@@ -143,7 +150,9 @@ def pile_like(tmp_path):
             handle.write(json.dumps(row) + "\n")
     val = tmp_path / "val.jsonl"
     write_jsonl(val, [])
-    val.write_text("".join(json.dumps({"text": f"{n} held out", "meta": {"pile_set_name": n}}) + "\n" for n in PILE_NAMES))
+    val.write_text(
+        "".join(json.dumps({"text": f"{n} held out", "meta": {"pile_set_name": n}}) + "\n" for n in PILE_NAMES)
+    )
     return path, val
 
 
@@ -151,9 +160,12 @@ def pile_like(tmp_path):
 def test_huggingface_json_loader_with_pile_set_name(pile_like, streaming):
     train, val = pile_like
     source = {
-        "kind": "huggingface", "name_or_path": "json",
+        "kind": "huggingface",
+        "name_or_path": "json",
         "data_files": {"train": str(train), "validation": str(val)},
-        "domain_column": "meta.pile_set_name", "domain_map": {**PILE_NAMES, "Books3": None}, "streaming": streaming,
+        "domain_column": "meta.pile_set_name",
+        "domain_map": {**PILE_NAMES, "Books3": None},
+        "streaming": streaming,
     }
     config = make_config(list(PILE_NAMES.values()), source)
     assert docs(config, "wikipedia_en", "train") == [f"Wikipedia (en) document {i}" for i in range(30)]
@@ -166,8 +178,13 @@ def test_huggingface_json_loader_with_pile_set_name(pile_like, streaming):
 
 
 def test_huggingface_domain_map_must_cover_domains_exactly(pile_like):
-    source = {"kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(pile_like[0])},
-              "domain_column": "meta.pile_set_name", "domain_map": PILE_NAMES}
+    source = {
+        "kind": "huggingface",
+        "name_or_path": "json",
+        "data_files": {"train": str(pile_like[0])},
+        "domain_column": "meta.pile_set_name",
+        "domain_map": PILE_NAMES,
+    }
     with pytest.raises(ConfigError, match=r"\['pile_cc'\].*no data"):
         make_config([*PILE_NAMES.values(), "pile_cc"], source)
     with pytest.raises(ConfigError, match=r"\['freelaw'\] are not in `domains`"):
@@ -177,6 +194,7 @@ def test_huggingface_domain_map_must_cover_domains_exactly(pile_like):
 
 
 # --------------------------------------------------------------------------- parquet / text
+
 
 def test_parquet_globs_per_domain(tmp_path):
     import pyarrow as pa
@@ -191,13 +209,17 @@ def test_parquet_globs_per_domain(tmp_path):
         "web": {"train": str(tmp_path / "web-[0-9].parquet"), "valid": str(tmp_path / "web-valid.parquet")},
         "books": {"train": str(tmp_path / "books-*.parquet")},
     }
-    config = make_config(["web", "books"], {"kind": "parquet", "files": files, "text_column": "content"}, valid_fraction=0.3)
+    config = make_config(
+        ["web", "books"], {"kind": "parquet", "files": files, "text_column": "content"}, valid_fraction=0.3
+    )
     assert docs(config, "web", "train") == [f"web {p} {i}" for p in range(2) for i in range(5)]
     assert docs(config, "web", "valid") == ["web valid"]
     books = docs(config, "books", "train") + docs(config, "books", "valid")
     assert sorted(books) == sorted(f"books {p} {i}" for p in range(2) for i in range(5))
     with pytest.raises(ConfigError, match=r"files.books.train.*'books' matches no file"):
-        make_config(["web", "books"], {"kind": "parquet", "files": {**files, "books": {"train": str(tmp_path / "nope*")}}})
+        make_config(
+            ["web", "books"], {"kind": "parquet", "files": {**files, "books": {"train": str(tmp_path / "nope*")}}}
+        )
     bad_column = make_config(["web", "books"], {"kind": "parquet", "files": files, "text_column": "body"})
     with pytest.raises(ValueError, match=r"domain 'web'.*no column 'body'"):
         docs(bad_column, "web", "train")
@@ -208,12 +230,17 @@ def test_text_files_by_file_and_by_line(tmp_path):
     with gzip.open(tmp_path / "a2.txt.gz", "wt") as handle:
         handle.write("second file\n")
     (tmp_path / "b.txt").write_bytes("line one\nline two\n\nline \xe9\n".encode() + b"\xff\xff\n")
-    files = {"a": {"train": str(tmp_path / "a*"), "valid": str(tmp_path / "a1.txt")}, "b": {"train": str(tmp_path / "b.txt"), "valid": str(tmp_path / "b.txt")}}
+    files = {
+        "a": {"train": str(tmp_path / "a*"), "valid": str(tmp_path / "a1.txt")},
+        "b": {"train": str(tmp_path / "b.txt"), "valid": str(tmp_path / "b.txt")},
+    }
     by_file = make_config(["a", "b"], {"kind": "text", "files": files}, max_undecodable_fraction=0.5)
     assert docs(by_file, "a", "train") == ["first file\nwith two lines\n", "second file\n"]
     with pytest.raises(ValueError, match=r"domain 'b'.*1 of 1 records unreadable"):
         docs(by_file, "b", "train")
-    by_line = make_config(["a", "b"], {"kind": "text", "files": files, "text_unit": "line"}, max_undecodable_fraction=0.5)
+    by_line = make_config(
+        ["a", "b"], {"kind": "text", "files": files, "text_unit": "line"}, max_undecodable_fraction=0.5
+    )
     assert docs(by_line, "b", "train") == ["line one", "line two", "line \xe9"]
 
 
@@ -232,8 +259,12 @@ def test_huggingface_materialized_once_reads_like_in_place(pile_like, tmp_path, 
 
     train, val = pile_like
     source = {
-        "kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(train), "validation": str(val)},
-        "valid_split": valid_split, "domain_column": "meta.pile_set_name", "domain_map": {**PILE_NAMES, "Books3": None},
+        "kind": "huggingface",
+        "name_or_path": "json",
+        "data_files": {"train": str(train), "validation": str(val)},
+        "valid_split": valid_split,
+        "domain_column": "meta.pile_set_name",
+        "domain_map": {**PILE_NAMES, "Books3": None},
     }
     in_place = make_config(list(PILE_NAMES.values()), source, valid_fraction=0.3)
     materialized = make_config(list(PILE_NAMES.values()), {**source, "materialize": True}, valid_fraction=0.3)
@@ -246,17 +277,26 @@ def test_huggingface_materialized_once_reads_like_in_place(pile_like, tmp_path, 
             assert docs(materialized, domain, split, corpus_dir=out) == expected
             assert manifest["domains"][domain]["documents"][split] == len(expected)
     expected_files = sorted(str(out / d / f"{sp}.jsonl.zst") for d in PILE_NAMES.values() for sp in sources.SPLITS)
-    assert sorted(corpus.corpus_outputs({**materialized, "results_dir": str(tmp_path / "results")})[1:]) == expected_files
-    assert sources.input_files({**materialized, "results_dir": str(tmp_path / "results")}, "arxiv", "valid") == [str(out / "arxiv" / "valid.jsonl.zst")]
+    assert (
+        sorted(corpus.corpus_outputs({**materialized, "results_dir": str(tmp_path / "results")})[1:]) == expected_files
+    )
+    assert sources.input_files({**materialized, "results_dir": str(tmp_path / "results")}, "arxiv", "valid") == [
+        str(out / "arxiv" / "valid.jsonl.zst")
+    ]
 
 
 def test_materializing_fails_whole_when_a_domain_is_empty(pile_like, tmp_path):
     from regmix import corpus
 
     train, val = pile_like
-    source = {"kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(train), "validation": str(val)},
-              "domain_column": "meta.pile_set_name", "domain_map": {**PILE_NAMES, "Books3": None, "FreeLaw": None, "Other": "freelaw"},
-              "materialize": True}
+    source = {
+        "kind": "huggingface",
+        "name_or_path": "json",
+        "data_files": {"train": str(train), "validation": str(val)},
+        "domain_column": "meta.pile_set_name",
+        "domain_map": {**PILE_NAMES, "Books3": None, "FreeLaw": None, "Other": "freelaw"},
+        "materialize": True,
+    }
     config = make_config(list(PILE_NAMES.values()), source)
     with pytest.raises(ValueError, match=r"domain 'freelaw' split 'train': no documents"):
         corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
@@ -267,11 +307,22 @@ def test_materializing_fails_whole_when_a_domain_is_empty(pile_like, tmp_path):
 def test_huggingface_null_texts_count_as_unreadable(tmp_path, materialize):
     from regmix import corpus
 
-    rows = [{"text": None if i % 4 == 0 else f"row {i}", "meta": {"pile_set_name": name}} for i in range(40) for name in PILE_NAMES]
+    rows = [
+        {"text": None if i % 4 == 0 else f"row {i}", "meta": {"pile_set_name": name}}
+        for i in range(40)
+        for name in PILE_NAMES
+    ]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    source = {"kind": "huggingface", "name_or_path": "json", "data_files": {"train": str(path)}, "valid_split": None,
-              "domain_column": "meta.pile_set_name", "domain_map": PILE_NAMES, "materialize": materialize}
+    source = {
+        "kind": "huggingface",
+        "name_or_path": "json",
+        "data_files": {"train": str(path)},
+        "valid_split": None,
+        "domain_column": "meta.pile_set_name",
+        "domain_map": PILE_NAMES,
+        "materialize": materialize,
+    }
     config = make_config(list(PILE_NAMES.values()), source, max_undecodable_fraction=0.2, valid_fraction=0.2)
     with pytest.raises(ValueError, match=r"domain 'arxiv'.*10 of 40 records unreadable"):
         if materialize:

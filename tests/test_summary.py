@@ -19,8 +19,19 @@ def database(tmp_path):
 
 def test_summary_ranks_candidates_on_target_and_tasks(tmp_path, database):
     out_md, out_csv = tmp_path / "summary.md", tmp_path / "summary.csv"
-    code = cli_main(["summary", "--settings", json.dumps(run.settings()), "--db", str(database),
-                     "--out-md", str(out_md), "--out-csv", str(out_csv)])
+    code = cli_main(
+        [
+            "summary",
+            "--settings",
+            json.dumps(run.settings()),
+            "--db",
+            str(database),
+            "--out-md",
+            str(out_md),
+            "--out-csv",
+            str(out_csv),
+        ]
+    )
     assert code == 0
     table = pd.read_csv(out_csv)
     assert list(table["candidate"]) == ["regmix", "uniform", "prior", "heavy_c"]

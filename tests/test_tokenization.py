@@ -14,8 +14,19 @@ from regmix.config import stage_settings, validate_config
 
 DOMAINS = ["docs", "arithmetic"]
 SIDECAR_KEYS = {
-    "domain", "split", "tokens", "dtype", "files", "documents", "bytes", "bytes_per_token", "eos_id",
-    "vocab_size", "tokenizer_fingerprint", "source_fingerprint", "provenance",
+    "domain",
+    "split",
+    "tokens",
+    "dtype",
+    "files",
+    "documents",
+    "bytes",
+    "bytes_per_token",
+    "eos_id",
+    "vocab_size",
+    "tokenizer_fingerprint",
+    "source_fingerprint",
+    "provenance",
 }
 
 
@@ -34,8 +45,14 @@ CORPUS = {
 
 
 def settings_for(**data):
-    config = validate_config({"domains": DOMAINS, "regression": {"target": "mean"}, "tokenizer": {"vocab_size": 300},
-                              "data": {"source": {"kind": "demo"}, **data}})
+    config = validate_config(
+        {
+            "domains": DOMAINS,
+            "regression": {"target": "mean"},
+            "tokenizer": {"vocab_size": 300},
+            "data": {"source": {"kind": "demo"}, **data},
+        }
+    )
     return stage_settings(config, "tokenize")
 
 
@@ -68,7 +85,9 @@ def test_round_trip_decodes_every_document_in_order(setup, tmp_path):
     from tokenizers import Tokenizer
 
     out = tmp_path / "data" / "docs" / "train.bin"
-    sidecar = tokenization.tokenize_split(settings_for(workers=1), setup / "corpus", setup / "tok", "docs", "train", out)
+    sidecar = tokenization.tokenize_split(
+        settings_for(workers=1), setup / "corpus", setup / "tok", "docs", "train", out
+    )
     assert set(sidecar) == SIDECAR_KEYS
     tokens, on_disk = read_tokens(out.with_suffix(".json"))
     assert on_disk == json.loads(json.dumps(sidecar))
@@ -89,7 +108,12 @@ def test_output_is_identical_across_workers_and_batch_sizes(setup, tmp_path):
     for workers, batch_bytes in [(1, 1_000_000), (2, 1000), (3, 2500)]:
         out = tmp_path / f"w{workers}" / "train.bin"
         sidecar = tokenization.tokenize_split(
-            settings_for(workers=workers, batch_bytes=batch_bytes), setup / "corpus", setup / "tok", "docs", "train", out
+            settings_for(workers=workers, batch_bytes=batch_bytes),
+            setup / "corpus",
+            setup / "tok",
+            "docs",
+            "train",
+            out,
         )
         outputs.append((io.sha256_file(out), sidecar["source_fingerprint"], sidecar["tokens"]))
     assert len(set(outputs)) == 1
@@ -116,7 +140,9 @@ def test_shards_read_as_one_stream_and_stale_shards_go(setup, tmp_path):
     sharded = tmp_path / "many" / "train.bin"
     sharded.parent.mkdir()
     (sharded.parent / "train.00099.bin").write_bytes(b"old")
-    sidecar = tokenization.tokenize_split(settings_for(shard_max_tokens=1000, batch_bytes=1000), setup / "corpus", setup / "tok", "docs", "train", sharded)
+    sidecar = tokenization.tokenize_split(
+        settings_for(shard_max_tokens=1000, batch_bytes=1000), setup / "corpus", setup / "tok", "docs", "train", sharded
+    )
     assert len(sidecar["files"]) > 2 and sidecar["files"][:2] == ["train.bin", "train.00001.bin"]
     assert all((sharded.parent / f).stat().st_size <= 2000 for f in sidecar["files"])
     assert not (sharded.parent / "train.00099.bin").exists()
@@ -143,10 +169,14 @@ def test_token_limit_keeps_a_seeded_sample_in_original_order(setup, tmp_path):
         kept[(seed, workers)] = positions
     assert kept[(0, 1)] == kept[(0, 2)] != kept[(5, 1)]
     # the valid split is never limited
-    valid = tokenization.tokenize_split(settings_for(token_limit={"docs": 10}), setup / "corpus", setup / "tok", "docs", "valid", tmp_path / "v.bin")
+    valid = tokenization.tokenize_split(
+        settings_for(token_limit={"docs": 10}), setup / "corpus", setup / "tok", "docs", "valid", tmp_path / "v.bin"
+    )
     assert valid["documents"] == 20
     with pytest.raises(ValueError, match=r"domain 'docs'.*token_limit 1 "):
-        tokenization.tokenize_split(settings_for(token_limit={"docs": 1}), setup / "corpus", setup / "tok", "docs", "train", tmp_path / "x.bin")
+        tokenization.tokenize_split(
+            settings_for(token_limit={"docs": 1}), setup / "corpus", setup / "tok", "docs", "train", tmp_path / "x.bin"
+        )
 
 
 def test_limit_sampler_matches_sorting_all_keys():
@@ -164,8 +194,23 @@ def test_limit_sampler_matches_sorting_all_keys():
 
 def test_too_few_tokens_fails_naming_the_domain_and_leaves_nothing(setup, tmp_path, capsys):
     out = tmp_path / "data" / "arithmetic" / "valid.bin"
-    argv = ["tokenize", "--settings", json.dumps(settings_for()), "--corpus", str(setup / "corpus"), "--tokenizer", str(setup / "tok"),
-            "--domain", "arithmetic", "--split", "valid", "--out", str(out), "--min-tokens", "1000000"]
+    argv = [
+        "tokenize",
+        "--settings",
+        json.dumps(settings_for()),
+        "--corpus",
+        str(setup / "corpus"),
+        "--tokenizer",
+        str(setup / "tok"),
+        "--domain",
+        "arithmetic",
+        "--split",
+        "valid",
+        "--out",
+        str(out),
+        "--min-tokens",
+        "1000000",
+    ]
     assert cli.main(argv) == 1
     assert "domain 'arithmetic'" in capsys.readouterr().err
     assert not list(out.parent.iterdir())  # no token file, no sidecar, no temporary file
@@ -190,11 +235,25 @@ def test_prior_and_token_counts_from_sidecars(setup, tmp_path, capsys):
     settings = settings_for()
     for domain in DOMAINS:
         for split in ("train", "valid"):
-            tokenization.tokenize_split(settings, setup / "corpus", setup / "tok", domain, split, tmp_path / "data" / domain / f"{split}.bin")
-    argv = ["prior", "--settings", json.dumps(settings), "--data", str(tmp_path / "data"),
-            "--out-prior", str(tmp_path / "data" / "prior.yaml"), "--out-counts", str(tmp_path / "data" / "token_counts.json")]
+            tokenization.tokenize_split(
+                settings, setup / "corpus", setup / "tok", domain, split, tmp_path / "data" / domain / f"{split}.bin"
+            )
+    argv = [
+        "prior",
+        "--settings",
+        json.dumps(settings),
+        "--data",
+        str(tmp_path / "data"),
+        "--out-prior",
+        str(tmp_path / "data" / "prior.yaml"),
+        "--out-counts",
+        str(tmp_path / "data" / "token_counts.json"),
+    ]
     assert cli.main(argv) == 0
-    counts, prior = io.read_json(tmp_path / "data" / "token_counts.json"), io.read_yaml(tmp_path / "data" / "prior.yaml")
+    counts, prior = (
+        io.read_json(tmp_path / "data" / "token_counts.json"),
+        io.read_yaml(tmp_path / "data" / "prior.yaml"),
+    )
     assert list(prior) == DOMAINS and sum(prior.values()) == pytest.approx(1.0)
     for domain in DOMAINS:
         sidecar = io.read_json(tmp_path / "data" / domain / "train.json")

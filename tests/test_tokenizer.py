@@ -28,14 +28,30 @@ def trained(tmp_path_factory):
     prose = [f"The quick brown fox {i} jumps over the lazy dog. Naïve café — ünïcode ✓ 🦊." for i in range(300)]
     numbers = [f"Question: What is {i} + {i * 7}?\nAnswer: {i * 8}" for i in range(300)]
     # a word that appears only in the valid split must not become a token
-    write_corpus(root / "corpus", {
-        ("docs", "train"): prose, ("arithmetic", "train"): numbers,
-        ("docs", "valid"): ["zyxwvutzyxwvut " * 200], ("arithmetic", "valid"): ["9 9 9"],
-    })
-    config = validate_config({"domains": DOMAINS, "data": {"source": {"kind": "demo"}}, "regression": {"target": "mean"},
-                              "tokenizer": {"vocab_size": 400}})
+    write_corpus(
+        root / "corpus",
+        {
+            ("docs", "train"): prose,
+            ("arithmetic", "train"): numbers,
+            ("docs", "valid"): ["zyxwvutzyxwvut " * 200],
+            ("arithmetic", "valid"): ["9 9 9"],
+        },
+    )
+    config = validate_config(
+        {
+            "domains": DOMAINS,
+            "data": {"source": {"kind": "demo"}},
+            "regression": {"target": "mean"},
+            "tokenizer": {"vocab_size": 400},
+        }
+    )
     settings = stage_settings(config, "tokenizer")
-    assert tokenizer.main(["--settings", json.dumps(settings), "--corpus", str(root / "corpus"), "--out", str(root / "tok")]) == 0
+    assert (
+        tokenizer.main(
+            ["--settings", json.dumps(settings), "--corpus", str(root / "corpus"), "--out", str(root / "tok")]
+        )
+        == 0
+    )
     return root, settings
 
 

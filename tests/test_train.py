@@ -30,14 +30,18 @@ def make_tokenizer(directory: Path) -> int:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(["def f(x): return x + 1", "The quick brown fox.", "1 + 2 = 3"] * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     fast.save_pretrained(directory)
     return len(fast)
 
 
-def write_tokens(data_dir: Path, domain: str, split: str, tokens: np.ndarray, n_files: int = 1, vocab: int = 300) -> None:
+def write_tokens(
+    data_dir: Path, domain: str, split: str, tokens: np.ndarray, n_files: int = 1, vocab: int = 300
+) -> None:
     """Token files + sidecar in the tokenize stage's format (several files when asked)."""
     out = data_dir / domain
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +50,15 @@ def write_tokens(data_dir: Path, domain: str, split: str, tokens: np.ndarray, n_
         name = f"{split}.bin" if n_files == 1 else f"{split}.{i:03d}.bin"
         part.tofile(out / name)
         names.append(name)
-    sidecar = {"domain": domain, "split": split, "tokens": int(len(tokens)), "dtype": "uint16", "files": names, "eos_id": 0, "vocab_size": vocab}
+    sidecar = {
+        "domain": domain,
+        "split": split,
+        "tokens": int(len(tokens)),
+        "dtype": "uint16",
+        "files": names,
+        "eos_id": 0,
+        "vocab_size": vocab,
+    }
     (out / f"{split}.json").write_text(json.dumps(sidecar))
 
 
@@ -80,20 +92,47 @@ def make_workspace(root: Path, valid_tokens: int = 2000, train_files: int = 1) -
 
 def settings(stage: str = "proxy", **overrides) -> dict:
     hp = {
-        "model": "test_tiny", "steps": 12, "warmup_steps": 2, "lr": 0.01, "min_lr": 0.001, "schedule": "constant",
-        "global_batch": 8, "micro_batch": 4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
-        "eval_every": 6, "val_windows": 4, "log_every": 3, "checkpoint_every": 4, "device": "cpu", "dtype": "float32",
-        "compile": False, "threads": 1, "save_model": True,
+        "model": "test_tiny",
+        "steps": 12,
+        "warmup_steps": 2,
+        "lr": 0.01,
+        "min_lr": 0.001,
+        "schedule": "constant",
+        "global_batch": 8,
+        "micro_batch": 4,
+        "weight_decay": 0.1,
+        "beta1": 0.9,
+        "beta2": 0.95,
+        "grad_clip": 1.0,
+        "eval_every": 6,
+        "val_windows": 4,
+        "log_every": 3,
+        "checkpoint_every": 4,
+        "device": "cpu",
+        "dtype": "float32",
+        "compile": False,
+        "threads": 1,
+        "save_model": True,
     }
     hp.update(overrides)
-    model = {"name": "test_tiny", "n_layers": 2, "n_heads": 2, "hidden_size": 32, "intermediate_size": 64,
-             "seq_len": SEQ_LEN, "vocab_size": "tokenizer", "pad_vocab_to": 64}
+    model = {
+        "name": "test_tiny",
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "seq_len": SEQ_LEN,
+        "vocab_size": "tokenizer",
+        "pad_vocab_to": 64,
+    }
     return {"seed": 3, "domains": DOMAINS, stage: hp, "model": model}
 
 
 def run(ws: dict, out: Path, mix_ids: list[str], stage: str = "proxy", **overrides) -> list[dict]:
     out_dirs = [out / m for m in mix_ids]
-    code = train(settings(stage, **overrides), stage, ws["data"], ws["tokenizer"], [ws["mixtures"][m] for m in mix_ids], out_dirs)
+    code = train(
+        settings(stage, **overrides), stage, ws["data"], ws["tokenizer"], [ws["mixtures"][m] for m in mix_ids], out_dirs
+    )
     assert code == 0
     return [json.loads((d / "losses.json").read_text()) for d in out_dirs]
 
@@ -157,7 +196,12 @@ def test_hf_checkpoint_gives_the_packed_validation_loss(ws, packed):
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     assert AutoTokenizer.from_pretrained(model_dir).eos_token == "<|endoftext|>"
     cfg = model.config
-    assert (cfg.tie_word_embeddings, cfg.max_position_embeddings, cfg.rms_norm_eps, cfg.eos_token_id) == (False, SEQ_LEN, 1e-5, 0)
+    assert (cfg.tie_word_embeddings, cfg.max_position_embeddings, cfg.rms_norm_eps, cfg.eos_token_id) == (
+        False,
+        SEQ_LEN,
+        1e-5,
+        0,
+    )
     windows = validation_windows(ws["data"], DOMAINS, 4, SEQ_LEN)
     expected = json.loads((packed / "mix_0002" / "losses.json").read_text())["val_loss"]
     for domain, tokens in windows.items():
@@ -218,9 +262,28 @@ def test_two_process_gloo_matches_one_process(ws, tmp_path):
     """DDP over 2 CPU processes (torchrun, gloo) = 1 process with the same global batch."""
     single = run(ws, tmp_path / "one", ["mix_0002"], "large", schedule="cosine")[0]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_DIR)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "regmix.cli",
-           "train-large", "--settings", json.dumps(settings("large", schedule="cosine")), "--data", str(ws["data"]),
-           "--tokenizer", str(ws["tokenizer"]), "--mixture", str(ws["mixtures"]["mix_0002"]), "--out-dir", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "regmix.cli",
+        "train-large",
+        "--settings",
+        json.dumps(settings("large", schedule="cosine")),
+        "--data",
+        str(ws["data"]),
+        "--tokenizer",
+        str(ws["tokenizer"]),
+        "--mixture",
+        str(ws["mixtures"]["mix_0002"]),
+        "--out-dir",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     double = json.loads((tmp_path / "two" / "losses.json").read_text())

@@ -75,7 +75,9 @@ def resolve(roots: list[Requirement]) -> dict[str, str]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"lock: {req.name} (required as {req}) is not installed; install the project first") from None
+            raise SystemExit(
+                f"lock: {req.name} (required as {req}) is not installed; install the project first"
+            ) from None
         version = locked_version(dist)
         if not req.specifier.contains(version, prereleases=True):
             raise SystemExit(f"lock: installed {req.name}=={version} does not satisfy {req}")
@@ -145,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         tmp.replace(path)
-    print(f"lock: {len(pins)} distributions -> {LOCK_PATH.relative_to(REPO_DIR)}, {CONDA_ENV_PATH.relative_to(REPO_DIR)}")
+    print(
+        f"lock: {len(pins)} distributions -> {LOCK_PATH.relative_to(REPO_DIR)}, {CONDA_ENV_PATH.relative_to(REPO_DIR)}"
+    )
     return 0
 
 
