@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix import corpus, io, tokenization, tokenizer
+from regmix import corpus, files, tokenization, tokenizer
 from regmix.config import validate_config
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = text_pool(40_000_000)
         size, documents = generate_corpus(work / "train", args.size_mb, pool)
         (work / "valid").mkdir(exist_ok=True)
-        io.write_text(work / "valid" / "bench-0.jsonl", json.dumps({"text": pool[:1000]}) + "\n")
+        files.write_text(work / "valid" / "bench-0.jsonl", json.dumps({"text": pool[:1000]}) + "\n")
         print(
             f"corpus: {size / 1e6:.1f} MB, {documents:,} documents ({time.perf_counter() - started:.1f} s to generate)"
         )
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
         rows.append(("plain loop (1 process)", loop_bytes, loop_tokens, wall, cpu, 1))
 
-        same = sidecar["tokens"] == loop_tokens and io.sha256_file(work / "out" / "train.bin") == io.sha256_file(
+        same = sidecar["tokens"] == loop_tokens and files.sha256_file(work / "out" / "train.bin") == files.sha256_file(
             work / "loop.bin"
         )
         print(f"\nmachine: {os.cpu_count()} cores; python {sys.version.split()[0]}; identical tokens: {same}")

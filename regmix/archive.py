@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io as _bytes_io
+import io
 import json
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from regmix import io
+from regmix import files
 from regmix.config import parse_settings
 
 MANIFEST = "MANIFEST.sha256"
@@ -78,7 +78,7 @@ def _git(args: list[str]) -> str | None:
     """Git of the checkout the running package comes from (the code that made the run)."""
     try:
         return subprocess.run(
-            ["git", "-C", str(io.PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(files.PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -90,7 +90,7 @@ def _add(tar: tarfile.TarFile, name: str, source: bytes | Path) -> None:
     info.size = len(source) if isinstance(source, bytes) else source.stat().st_size
     info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
     if isinstance(source, bytes):
-        tar.addfile(info, _bytes_io.BytesIO(source))
+        tar.addfile(info, io.BytesIO(source))
     else:
         with source.open("rb") as handle:  # streamed: checkpoints can be large
             tar.addfile(info, handle)
@@ -136,17 +136,17 @@ def build_archive(
         "git_remote": _git(["config", "--get", "remote.origin.url"]) if commit else None,
         "container": settings["container"],
         "absent_optional_files": absent,
-        **io.provenance(settings, []),
+        **files.provenance(settings, []),
         "sources": {name: str(path) for name, path in members.items()},
     }
     contents: dict[str, bytes | Path] = dict(members)
     contents[PROVENANCE] = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     manifest = {
-        name: hashlib.sha256(src).hexdigest() if isinstance(src, bytes) else io.sha256_file(src)
+        name: hashlib.sha256(src).hexdigest() if isinstance(src, bytes) else files.sha256_file(src)
         for name, src in sorted(contents.items())
     }
     manifest_text = "".join(f"{digest}  {name}\n" for name, digest in manifest.items())
-    with io.atomic_path(out) as tmp:
+    with files.atomic_path(out) as tmp:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 _add(tar, f"{root}/{MANIFEST}", manifest_text.encode())

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from regmix import io
+from regmix import files
 from regmix.config import check_weights, parse_settings
 from regmix.mixtures import read_prior, read_token_counts, stage_rng, synthesize
 
@@ -23,7 +23,7 @@ def candidate_weights(
     if name == "regmix":
         if not chosen_path:
             raise ValueError("candidate 'regmix' needs --chosen (the file written by `regmix choose`)")
-        chosen = io.read_yaml(chosen_path)
+        chosen = files.read_yaml(chosen_path)
         if not isinstance(chosen, dict) or "weights" not in chosen:
             raise ValueError(f"{chosen_path}: no 'weights' mapping")
         return check_weights(
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     counts = read_token_counts(args.token_counts, domains) if args.token_counts else None
     weights, source = candidate_weights(args.name, settings, prior, args.chosen, counts)
     weights = {d: round(float(np.float64(w)), 10) for d, w in weights.items()}
-    io.write_yaml(args.out, {"name": args.name, "weights": weights, "source": source})
+    files.write_yaml(args.out, {"name": args.name, "weights": weights, "source": source})
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from regmix.io import atomic_path
+from regmix.files import atomic_path
 
 STATE_DIR = ".state"
 _STATE_RE = re.compile(r"^state-(\d{8})\.pt$")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix import io
+from regmix import files
 from regmix.config import parse_settings
 from regmix.mixtures import epochs_needed, read_prior, read_token_counts, stage_rng, weight_caps
 from regmix.regression import FittedModel, load_model
@@ -134,14 +134,14 @@ def plot_weights(
     ax.set_title("Chosen mixture vs prior")
     ax.legend()
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
 def read_mixture_file(path: str | Path, domains: list[str]) -> dict[str, float]:
     """A named mixture: `weights:` (ours) or `train:` (the paper's config files), normalised."""
-    data = io.read_yaml(path)
+    data = files.read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping")
     weights = data.get("weights", data.get("train", data))
@@ -207,17 +207,17 @@ def main(argv: list[str]) -> int:
         "max_epochs": max_epochs,
         "train_tokens": train_tokens,
     }
-    result["provenance"] = io.provenance(run_settings, inputs)
+    result["provenance"] = files.provenance(run_settings, inputs)
     if args.topk_out:
         frame = pd.DataFrame(np.round(rows, 10), columns=model.domains)
         frame.insert(0, "predicted", np.round(preds, 8))
         frame.insert(0, "rank", np.arange(1, len(rows) + 1))
-        with io.atomic_path(args.topk_out) as tmp:
+        with files.atomic_path(args.topk_out) as tmp:
             frame.to_csv(tmp, index=False)
     if args.plot:
         baselines = {Path(p).stem: read_mixture_file(p, model.domains) for p in args.baselines}
         plot_weights(result["weights"], prior, baselines, args.plot)
-    io.write_yaml(args.out, result)
+    files.write_yaml(args.out, result)
     top = sorted(result["weights"].items(), key=lambda kv: -kv[1])[:3]
     print(
         f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}: "

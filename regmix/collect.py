@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,18 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from regmix import io
+from regmix import files
 from regmix.config import parse_settings
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
 PRIMARY_METRICS = ("acc_norm", "acc", "bits_per_byte", "word_perplexity", "exact_match", "f1", "mcc")
-
-
-def provenance_sidecar(path: str | Path) -> Path:
-    """`results/summary.csv` -> `results/summary.provenance.json`."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.provenance.json")
 
 
 # -------------------------------------------------------------------- proxy CSVs
@@ -39,7 +32,7 @@ def provenance_sidecar(path: str | Path) -> Path:
 def _read_losses(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"proxy losses not found: {path}")
-    data = io.read_json(path)
+    data = files.read_json(path)
     for key in ("mix_id", "weights", "val_loss"):
         if key not in data:
             raise ValueError(f"{path}: missing key {key!r}")
@@ -82,10 +75,11 @@ def collect_proxies(losses_paths: list[str | Path], out_mixtures: str | Path, ou
         raise ValueError(
             f"duplicate mix_id among proxy losses: {sorted(weights['index'][weights['index'].duplicated()])}"
         )
-    io.write_text(out_mixtures, weights.to_csv(index=False))
-    io.write_text(out_losses, losses.to_csv(index=False))
-    io.write_json(
-        provenance_sidecar(out_losses), io.provenance({"outputs": [str(out_mixtures), str(out_losses)]}, losses_paths)
+    files.write_text(out_mixtures, weights.to_csv(index=False))
+    files.write_text(out_losses, losses.to_csv(index=False))
+    files.write_json(
+        files.provenance_sidecar(out_losses),
+        files.provenance({"outputs": [str(out_mixtures), str(out_losses)]}, losses_paths),
     )
     return losses
 
@@ -130,12 +124,12 @@ class _Reader:
     def json(self, relative: str) -> Any:
         path = self.path(relative)
         try:
-            return io.read_json(path)
+            return files.read_json(path)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
 
     def yaml(self, relative: str) -> Any:
-        data = io.read_yaml(self.path(relative))
+        data = files.read_yaml(self.path(relative))
         if not isinstance(data, dict):
             raise ValueError(f"{self.results / relative}: expected a mapping")
         return data
@@ -479,18 +473,6 @@ VIEWS = {
 }
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Swap a freshly written directory into place (the old one goes only after)."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def build_database(
     settings: dict,
     results: str | Path,
@@ -502,7 +484,7 @@ def build_database(
     import duckdb
 
     tables, inputs = gather_tables(settings, results, regressor_loader)
-    record = io.provenance(settings, inputs)
+    record = files.provenance(settings, inputs)
     tables["provenance"] = pd.DataFrame(
         [
             {"key": "code_version", "value": record["code_version"]},
@@ -518,7 +500,7 @@ def build_database(
         ]
     )
     out = Path(out)
-    with io.atomic_path(out) as tmp:
+    with files.atomic_path(out) as tmp:
         tmp.unlink()  # duckdb refuses to open an empty file as a database
         con = duckdb.connect(str(tmp))
         try:
@@ -545,7 +527,7 @@ def build_database(
         finally:
             con.close()
         if parquet_dir is not None:
-            replace_dir(staging, parquet_dir)
+            files.replace_dir(staging, parquet_dir)
     return {name: len(frame) for name, frame in tables.items()}
 
 

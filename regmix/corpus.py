@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from regmix import io, sources
+from regmix import files, sources
 from regmix.config import parse_settings
 
 DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
@@ -94,7 +94,7 @@ def _own_install(relative: str) -> bool:
 
 
 def scan_files(roots: list[Path]) -> list[SourceFile]:
-    files: list[SourceFile] = []
+    found: list[SourceFile] = []
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
@@ -102,9 +102,9 @@ def scan_files(roots: list[Path]) -> list[SourceFile]:
             for name in filenames:
                 relative = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if not _own_install(relative):
-                    files.append(SourceFile(root, relative))
-    files.sort(key=lambda f: (str(f.root), f.relative))
-    return files
+                    found.append(SourceFile(root, relative))
+    found.sort(key=lambda f: (str(f.root), f.relative))
+    return found
 
 
 def file_domain(source: SourceFile, seed: int) -> str | None:
@@ -372,9 +372,9 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     seed, data = settings["seed"], settings["data"]
     domains, cap = settings["domains"], data["demo_max_bytes_per_domain"]
     roots = install_roots()
-    files = scan_files(roots)
+    source_files = scan_files(roots)
     by_domain: dict[str, list[SourceFile]] = {d: [] for d in DEMO_DOMAINS}
-    for f in files:
+    for f in source_files:
         d = file_domain(f, seed)
         if d is not None:
             by_domain[d].append(f)
@@ -409,14 +409,14 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
         entry = {"documents": {}, "bytes": {}, "files": {}}
         for name, docs in splits[domain].items():
             path = out_dir / domain / f"{name}.jsonl"
-            io.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs))
+            files.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs))
             entry["documents"][name] = len(docs)
             entry["bytes"][name] = sum(len(t.encode("utf-8")) for t in docs)
-            entry["files"][name] = {"path": f"{domain}/{name}.jsonl", "sha256": io.sha256_file(path)}
+            entry["files"][name] = {"path": f"{domain}/{name}.jsonl", "sha256": files.sha256_file(path)}
         entry["skipped"] = builds[domain].skipped
         entry["sources"] = builds[domain].sources
         manifest["domains"][domain] = entry
-    io.write_json(out_dir / "manifest.json", manifest)
+    files.write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 
@@ -462,13 +462,13 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
             tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
             os.replace(tmp, final)
             entry = manifest["domains"].setdefault(domain, {**counts[domain], "files": {}})
-            entry["files"][split] = {"path": f"{domain}/{final.name}", "sha256": io.sha256_file(final)}
+            entry["files"][split] = {"path": f"{domain}/{final.name}", "sha256": files.sha256_file(final)}
     finally:
         for tmp, writer in temps.values():
             if not writer.closed:
                 writer.close()
             tmp.unlink(missing_ok=True)
-    io.write_json(out_dir / "manifest.json", manifest)
+    files.write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 
@@ -476,12 +476,12 @@ def corpus_outputs(config: dict) -> list[str]:
     """Files `regmix corpus` writes for this config (the corpus rule's outputs)."""
     source = config["data"]["source"]
     corpus_dir = Path(config["results_dir"]) / "corpus"
-    files = [str(corpus_dir / "manifest.json")]
+    outputs = [str(corpus_dir / "manifest.json")]
     if source["kind"] == "demo" or (source["kind"] == "huggingface" and source["materialize"]):
-        files += [
+        outputs += [
             str(sources.corpus_file(corpus_dir, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS
         ]
-    return files
+    return outputs
 
 
 def describe_source(settings: dict, out_dir: str | Path) -> dict:
@@ -498,7 +498,7 @@ def describe_source(settings: dict, out_dir: str | Path) -> dict:
             split: [{"path": p, "bytes": os.path.getsize(p)} for p in sources.input_files(config_like, domain, split)]
             for split in sources.SPLITS
         }
-    io.write_json(Path(out_dir) / "manifest.json", manifest)
+    files.write_json(Path(out_dir) / "manifest.json", manifest)
     return manifest
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from regmix.config import ConfigError, check_weights
-from regmix.io import read_yaml
+from regmix.files import read_yaml
 from regmix.tokenization import check_min_tokens
 
 

@@ -18,8 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from regmix import io, sources
-from regmix.collect import replace_dir
+from regmix import files, sources
 from regmix.config import parse_settings
 
 TASKS_INDEX = "tasks.json"
@@ -138,7 +137,7 @@ def _choice_yaml(task: str, data: Path, fewshot: Path) -> dict:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    io.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    files.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> dict:
@@ -155,7 +154,7 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
     except BaseException:
         shutil.rmtree(staging)
         raise
-    replace_dir(staging, out_dir)
+    files.replace_dir(staging, out_dir)
     return index
 
 
@@ -183,7 +182,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
         texts = [{"text": text} for _, text in segments]
         ppl_task = f"regmix_ppl_{domain}"
         _write_jsonl(staging / f"{ppl_task}.jsonl", texts)
-        io.write_yaml(staging / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
+        files.write_yaml(staging / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
 
         mc_task = f"regmix_mc_{domain}"
         test_pool = [(d, text) for d, segs in enumerate(test_docs) for text in segs]
@@ -201,7 +200,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             raise ValueError(f"domain {domain!r}: no few-shot example could be cut from {n_fewshot} held-out documents")
         _write_jsonl(staging / f"{mc_task}.jsonl", items)
         _write_jsonl(staging / f"{mc_task}.fewshot.jsonl", shots)
-        io.write_yaml(
+        files.write_yaml(
             staging / f"{mc_task}.yaml",
             _choice_yaml(mc_task, out_dir / f"{mc_task}.jsonl", out_dir / f"{mc_task}.fewshot.jsonl"),
         )
@@ -210,8 +209,8 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             index["kinds"][task] = kind
             index["domains"][task] = domain
             index["documents"][task] = n
-    index["provenance"] = io.provenance(settings, [corpus_dir])
-    io.write_json(staging / TASKS_INDEX, index)
+    index["provenance"] = files.provenance(settings, [corpus_dir])
+    files.write_json(staging / TASKS_INDEX, index)
     return index
 
 
@@ -249,7 +248,7 @@ def _task_plan(ev: dict, tasks_dir: Path | None) -> dict[int, list[str]]:
     index_path = tasks_dir / TASKS_INDEX
     if not index_path.is_file():
         raise FileNotFoundError(f"task index not found: {index_path} (run `regmix make-tasks` first)")
-    index = io.read_json(index_path)
+    index = files.read_json(index_path)
     plan = {}
     for i, n in enumerate(shots):
         plan[n] = [t for t in index["tasks"] if i == 0 or index["kinds"][t] != PERPLEXITY]
@@ -318,14 +317,14 @@ def evaluate(
         "suite": ev["suite"],
         "num_fewshot": sorted(plan),
         "runs": runs,
-        "provenance": io.provenance(settings, inputs),
+        "provenance": files.provenance(settings, inputs),
     }
     if samples_out is not None:
-        with io.atomic_path(samples_out) as tmp:
+        with files.atomic_path(samples_out) as tmp:
             with tmp.open("w") as handle:
                 for row in samples:
                     handle.write(json.dumps(row, default=lm_eval.utils.handle_non_serializable) + "\n")
-    io.write_json(out, output)
+    files.write_json(out, output)
     return output
 
 

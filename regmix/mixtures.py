@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix import io
+from regmix import files
 from regmix.config import parse_settings
 
 # rounds of pool drawing before giving up on a too-tight epoch cap
@@ -35,7 +35,7 @@ def read_prior(path: str | Path, domains: list[str] | None = None) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no prior file: {path}")
-    prior = io.read_yaml(path)
+    prior = files.read_yaml(path)
     if not isinstance(prior, dict) or not prior:
         raise ValueError(f"{path}: the prior must be a mapping domain -> token share")
     if domains is not None:
@@ -62,7 +62,7 @@ def read_token_counts(path: str | Path, domains: list[str]) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no token counts file: {path}")
-    counts = io.read_json(path)
+    counts = files.read_json(path)
     missing = [d for d in domains if d not in counts]
     if missing:
         raise ValueError(f"{path}: no token count for domain(s) {missing}")
@@ -203,9 +203,9 @@ def main(argv: list[str]) -> int:
     records = []
     for i, row in enumerate(rows):
         weights = {d: float(w) for d, w in zip(domains, row)}
-        io.write_yaml(out / f"mix_{i:04d}.yaml", {"mix_id": f"mix_{i:04d}", "weights": weights})
+        files.write_yaml(out / f"mix_{i:04d}.yaml", {"mix_id": f"mix_{i:04d}", "weights": weights})
         records.append({"index": i, **weights})
-    with io.atomic_path(out / "mixtures.csv") as tmp:
+    with files.atomic_path(out / "mixtures.csv") as tmp:
         pd.DataFrame(records, columns=["index", *domains]).to_csv(tmp, index=False)
     print(f"regmix mixtures: {len(rows)} mixtures over {len(domains)} domains -> {out}")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regmix import io
+from regmix import files
 from regmix.config import parse_settings
 
 # file name -> (report category, caption file under report/); the Snakemake rule wraps
@@ -275,20 +275,20 @@ def draw_all(settings: dict, db: str | Path, out_dir: str | Path) -> list[Path]:
         data = {name: con.execute(f'SELECT * FROM "{name}"').df() for name in TABLES}
     finally:
         con.close()
-    record = io.provenance(settings, [db])
+    record = files.provenance(settings, [db])
     plt = _plt()
     written = []
     for name, draw in DRAWERS.items():
         fig = draw(data, settings, plt)
         fig.tight_layout()
         path = out_dir / name
-        with io.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             fig.savefig(
                 tmp, format="png", dpi=110, metadata={"Title": name, "Description": json.dumps(record, sort_keys=True)}
             )
         plt.close(fig)
         written.append(path)
-    io.write_json(out_dir / "provenance.json", {**record, "figures": [p.name for p in written]})
+    files.write_json(out_dir / "provenance.json", {**record, "figures": [p.name for p in written]})
     return written
 
 

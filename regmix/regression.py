@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from regmix import io
+from regmix import files
 from regmix.config import load_schema, parse_settings
 
 MODEL_FILE = "model.pkl"
@@ -483,7 +483,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, bootstrap: int = 1000, seed: i
 
 
 def save_model(model: FittedModel, directory: str | Path) -> None:
-    with io.atomic_path(Path(directory) / MODEL_FILE) as tmp:
+    with files.atomic_path(Path(directory) / MODEL_FILE) as tmp:
         tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -512,7 +512,7 @@ def plot_pred_vs_true(y_true, y_pred, spearman: float, target: str, title: str, 
     ax.set_title(title)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
@@ -563,7 +563,7 @@ def fit_main(argv: list[str]) -> int:
     run_settings = {"regressor": regressor, "target": target, "cv_folds": folds, "seed": seed}
 
     cv_frame = pd.DataFrame({"index": mixtures.index, "fold": fold_of, "true": y, "predicted": oof})
-    with io.atomic_path(out / "cv_predictions.csv") as tmp:
+    with files.atomic_path(out / "cv_predictions.csv") as tmp:
         cv_frame.to_csv(tmp, index=False)
     plot_pred_vs_true(
         y,
@@ -573,15 +573,15 @@ def fit_main(argv: list[str]) -> int:
         f"{regressor}: {folds}-fold CV, {len(y)} rows",
         out / "pred_vs_true.png",
     )
-    io.write_json(out / "cv.json", {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), **cv})
-    io.write_json(
+    files.write_json(out / "cv.json", {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), **cv})
+    files.write_json(
         out / "settings.json",
         {
             **run_settings,
             "domains": model.domains,
             "rows": len(y),
             "hyperparameters": model.regressor.hyperparameters,
-            "provenance": io.provenance(run_settings, inputs),
+            "provenance": files.provenance(run_settings, inputs),
         },
     )
     save_model(model, out)  # last: its presence marks a complete fit
@@ -601,7 +601,7 @@ def predict_main(argv: list[str]) -> int:
     model = load_model(args.model)
     mixtures = _read_indexed_csv(args.mixtures)
     predictions = model.predict_frame(mixtures, args.mixtures)
-    with io.atomic_path(args.out) as tmp:
+    with files.atomic_path(args.out) as tmp:
         pd.DataFrame({"index": mixtures.index, "prediction": predictions}).to_csv(tmp, index=False)
     return 0
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from regmix import io
-from regmix.collect import provenance_sidecar
+from regmix import files
 from regmix.config import parse_settings
 
 
@@ -189,10 +188,10 @@ def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str |
         name, _, part = key.partition(".")  # regression writes {metric: {value, ci_low, ci_high}}
         if name in ("spearman", "pearson", "rmse"):
             cv.setdefault(name, {})[part or "value"] = value
-    record = io.provenance(settings, [db])
-    io.write_text(out_md, render_markdown(table, task_columns, settings, db, shots, cv, record))
-    io.write_text(out_csv, table.to_csv(index=False))
-    io.write_json(provenance_sidecar(out_csv), {**record, "outputs": [str(out_md), str(out_csv)]})
+    record = files.provenance(settings, [db])
+    files.write_text(out_md, render_markdown(table, task_columns, settings, db, shots, cv, record))
+    files.write_text(out_csv, table.to_csv(index=False))
+    files.write_json(files.provenance_sidecar(out_csv), {**record, "outputs": [str(out_md), str(out_csv)]})
     return table
 
 

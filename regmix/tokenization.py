@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix import io, sources
+from regmix import files, sources
 from regmix.config import parse_settings
 
 MAX_UINT16_VOCAB = 65535
@@ -323,9 +323,9 @@ def tokenize_split(
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint["sha256"],
         "source_fingerprint": source_hash.hexdigest(),
-        "provenance": io.provenance(settings, [tokenizer_dir / "tokenizer.json"]),
+        "provenance": files.provenance(settings, [tokenizer_dir / "tokenizer.json"]),
     }
-    io.write_json(sidecar_path(out_path), sidecar)
+    files.write_json(sidecar_path(out_path), sidecar)
     return sidecar
 
 
@@ -335,7 +335,7 @@ def sidecar_path(bin_path: str | Path) -> Path:
 
 def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str) -> int:
     """Raise ValueError naming the domain when a split has fewer than `needed` tokens."""
-    sidecar = io.read_json(sidecar_path)
+    sidecar = files.read_json(sidecar_path)
     if sidecar["tokens"] < needed:
         raise ValueError(
             f"domain {domain!r} split {sidecar.get('split', '?')!r}: {sidecar['tokens']} tokens in {sidecar_path}, "
@@ -355,7 +355,7 @@ def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, in
             path = Path(data_dir) / domain / f"{split}.json"
             if not path.is_file():
                 raise ValueError(f"domain {domain!r}: no token sidecar {path}")
-            sidecar = io.read_json(path)
+            sidecar = files.read_json(path)
             if sidecar["domain"] != domain or sidecar["split"] != split:
                 raise ValueError(f"{path}: sidecar is for {sidecar['domain']}/{sidecar['split']}, not {domain}/{split}")
             counts[domain][split] = int(sidecar["tokens"])
@@ -409,8 +409,8 @@ def prior_main(argv: list[str]) -> int:
     settings = parse_settings(args.settings)
     counts = token_counts(settings, args.data)
     prior = prior_from_counts(counts)
-    io.write_json(args.out_counts, counts)
-    io.write_yaml(args.out_prior, prior)
+    files.write_json(args.out_counts, counts)
+    files.write_yaml(args.out_prior, prior)
     for domain, share in prior.items():
         print(f"{domain:20s} {share:.4f}  ({counts[domain]['train']:,} train tokens)")
     return 0

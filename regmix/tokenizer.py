@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from regmix import io, sources
+from regmix import files, sources
 from regmix.config import parse_settings
 
 EOS_TOKEN = "<|endoftext|>"
@@ -82,7 +82,7 @@ def fingerprint_of(tokenizer_dir: str | Path) -> dict:
     path = Path(tokenizer_dir) / FINGERPRINT_FILE
     if not path.is_file():
         raise ValueError(f"{tokenizer_dir}: no {FINGERPRINT_FILE}; not written by `regmix train-tokenizer`")
-    return io.read_json(path)
+    return files.read_json(path)
 
 
 def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
@@ -96,15 +96,15 @@ def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
         if not tokenizer_json.is_file():
             raise ValueError(f"tokenizer ({kind}) saved no tokenizer.json")
         fingerprint = {
-            "sha256": io.sha256_file(tokenizer_json),
+            "sha256": files.sha256_file(tokenizer_json),
             "kind": kind,
             "vocab_size": len(tokenizer),
             "eos_id": tokenizer.eos_token_id,
             "pad_id": tokenizer.pad_token_id,
             "eos_token": tokenizer.eos_token,
-            "provenance": io.provenance(settings),
+            "provenance": files.provenance(settings),
         }
-        io.write_json(staging / FINGERPRINT_FILE, fingerprint)
+        files.write_json(staging / FINGERPRINT_FILE, fingerprint)
         staging.chmod(0o755)  # mkdtemp makes folders private; outputs are for everyone
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -29,7 +29,7 @@ import torch
 from regmix import checkpoint
 from regmix.config import ConfigError, parse_settings
 from regmix.data import MixtureBatches, load_mixture, sidecar, validation_windows
-from regmix.io import code_version, fingerprint, provenance, write_json
+from regmix.files import code_version, fingerprint, provenance, write_json
 from regmix.model import (
     StackedLlama,
     flops_per_token,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regmix import corpus, io, sources
+from regmix import corpus, files, sources
 from regmix.config import stage_settings, validate_config
 
 CAP = 50_000
@@ -31,7 +31,7 @@ def read_split(root, domain, split):
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus") / "corpus"
     assert corpus.main(["--settings", json.dumps(demo_settings()), "--out", str(root)]) == 0
-    return root, io.read_json(root / "manifest.json")
+    return root, files.read_json(root / "manifest.json")
 
 
 def test_every_domain_has_both_splits_and_a_consistent_manifest(built):
@@ -43,7 +43,7 @@ def test_every_domain_has_both_splits_and_a_consistent_manifest(built):
             texts = read_split(root, domain, split)
             assert texts and entry["documents"][split] == len(texts)
             assert entry["bytes"][split] == sum(len(t.encode()) for t in texts)
-            assert entry["files"][split]["sha256"] == io.sha256_file(root / domain / f"{split}.jsonl")
+            assert entry["files"][split]["sha256"] == files.sha256_file(root / domain / f"{split}.jsonl")
             assert all(sources.in_valid_split(t, 0, 0.5) == (split == "valid") for t in texts)
             total += entry["bytes"][split]
         assert CAP <= total <= CAP + CAP // corpus.MIN_DOCUMENTS_PER_DOMAIN
@@ -54,7 +54,7 @@ def test_sources_are_listed_with_their_sha256(built):
     _, manifest = built
     for domain in ("code", "legal", "docs"):
         for source in manifest["domains"][domain]["sources"][:3]:
-            assert io.sha256_file(source["path"]) == source["sha256"]
+            assert files.sha256_file(source["path"]) == source["sha256"]
     code_files = {s["path"] for s in manifest["domains"]["code"]["sources"]}
     docstring_files = {s["path"] for s in manifest["domains"]["docstrings"]["sources"]}
     assert not code_files & docstring_files
@@ -185,7 +185,7 @@ def test_other_source_kinds_get_a_manifest_of_their_files(tmp_path):
         corpus.main(["--settings", json.dumps(stage_settings(config, "corpus")), "--out", str(tmp_path / "corpus")])
         == 0
     )
-    manifest = io.read_json(tmp_path / "corpus" / "manifest.json")
+    manifest = files.read_json(tmp_path / "corpus" / "manifest.json")
     assert manifest["kind"] == "jsonl"
     assert manifest["domains"]["beta"]["valid"] == [
         {"path": str(tmp_path / "data" / "valid" / "beta-0.jsonl"), "bytes": 23}

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from regmix import cli, io, tokenization, tokenizer
+from regmix import cli, files, tokenization, tokenizer
 from regmix.config import stage_settings, validate_config
 
 DOMAINS = ["docs", "arithmetic"]
@@ -69,7 +69,7 @@ def setup(tmp_path_factory):
 
 
 def read_tokens(sidecar_path):
-    sidecar = io.read_json(sidecar_path)
+    sidecar = files.read_json(sidecar_path)
     parts = [np.fromfile(sidecar_path.parent / name, dtype=sidecar["dtype"]) for name in sidecar["files"]]
     return np.concatenate(parts), sidecar
 
@@ -97,7 +97,7 @@ def test_round_trip_decodes_every_document_in_order(setup, tmp_path):
     texts = CORPUS[("docs", "train")]
     assert sidecar["bytes"] == sum(len(t.encode()) for t in texts)
     assert sidecar["bytes_per_token"] == pytest.approx(sidecar["bytes"] / sidecar["tokens"])
-    assert sidecar["tokenizer_fingerprint"] == io.sha256_file(setup / "tok" / "tokenizer.json")
+    assert sidecar["tokenizer_fingerprint"] == files.sha256_file(setup / "tok" / "tokenizer.json")
     decoder = Tokenizer.from_file(str(setup / "tok" / "tokenizer.json"))
     documents = split_documents(tokens, sidecar["eos_id"])
     assert [decoder.decode(ids) for ids in documents] == texts
@@ -115,7 +115,7 @@ def test_output_is_identical_across_workers_and_batch_sizes(setup, tmp_path):
             "train",
             out,
         )
-        outputs.append((io.sha256_file(out), sidecar["source_fingerprint"], sidecar["tokens"]))
+        outputs.append((files.sha256_file(out), sidecar["source_fingerprint"], sidecar["tokens"]))
     assert len(set(outputs)) == 1
 
 
@@ -123,8 +123,8 @@ def test_dtype_is_uint32_when_the_vocabulary_does_not_fit(setup, tmp_path):
     assert tokenization.token_dtype(65535) == np.uint16 and tokenization.token_dtype(65536) == np.uint32
     big = tmp_path / "big_tok"
     shutil.copytree(setup / "tok", big)
-    fingerprint = io.read_json(big / tokenizer.FINGERPRINT_FILE)
-    io.write_json(big / tokenizer.FINGERPRINT_FILE, {**fingerprint, "vocab_size": 70_000})
+    fingerprint = files.read_json(big / tokenizer.FINGERPRINT_FILE)
+    files.write_json(big / tokenizer.FINGERPRINT_FILE, {**fingerprint, "vocab_size": 70_000})
     out16, out32 = tmp_path / "16" / "valid.bin", tmp_path / "32" / "valid.bin"
     tokenization.tokenize_split(settings_for(), setup / "corpus", setup / "tok", "arithmetic", "valid", out16)
     sidecar = tokenization.tokenize_split(settings_for(), setup / "corpus", big, "arithmetic", "valid", out32)
@@ -251,12 +251,12 @@ def test_prior_and_token_counts_from_sidecars(setup, tmp_path, capsys):
     ]
     assert cli.main(argv) == 0
     counts, prior = (
-        io.read_json(tmp_path / "data" / "token_counts.json"),
-        io.read_yaml(tmp_path / "data" / "prior.yaml"),
+        files.read_json(tmp_path / "data" / "token_counts.json"),
+        files.read_yaml(tmp_path / "data" / "prior.yaml"),
     )
     assert list(prior) == DOMAINS and sum(prior.values()) == pytest.approx(1.0)
     for domain in DOMAINS:
-        sidecar = io.read_json(tmp_path / "data" / domain / "train.json")
+        sidecar = files.read_json(tmp_path / "data" / domain / "train.json")
         assert counts[domain]["train"] == sidecar["tokens"]
         assert prior[domain] == pytest.approx(sidecar["tokens"] / sum(c["train"] for c in counts.values()))
     (tmp_path / "data" / "arithmetic" / "valid.json").unlink()

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from regmix import io, tokenizer
+from regmix import files, tokenizer
 from regmix.config import stage_settings, validate_config
 
 DOMAINS = ["docs", "arithmetic"]
@@ -76,7 +76,7 @@ def test_trained_tokenizer_loads_with_autotokenizer_and_round_trips(trained):
 def test_fingerprint_is_the_sha256_of_tokenizer_json(trained):
     root, _ = trained
     fingerprint = tokenizer.fingerprint_of(root / "tok")
-    assert fingerprint["sha256"] == io.sha256_file(root / "tok" / "tokenizer.json")
+    assert fingerprint["sha256"] == files.sha256_file(root / "tok" / "tokenizer.json")
     assert fingerprint["vocab_size"] == 400 and fingerprint["kind"] == "train"
     assert fingerprint["eos_id"] == 0
     assert not [p for p in root.iterdir() if p.name.startswith(".tok")]  # no staging folders left
@@ -86,7 +86,9 @@ def test_fingerprint_is_the_sha256_of_tokenizer_json(trained):
 def test_training_is_deterministic(trained, tmp_path):
     root, settings = trained
     tokenizer.build(settings, root / "corpus", tmp_path / "again")
-    assert io.sha256_file(tmp_path / "again" / "tokenizer.json") == io.sha256_file(root / "tok" / "tokenizer.json")
+    assert files.sha256_file(tmp_path / "again" / "tokenizer.json") == files.sha256_file(
+        root / "tok" / "tokenizer.json"
+    )
 
 
 def test_pretrained_kind_loads_a_local_directory(trained, tmp_path):

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -131,3 +132,21 @@ def _input_fingerprint(path: Path) -> str:
             digest.update(sha256_file(child).encode())
         return digest.hexdigest()
     return "missing"
+
+
+def provenance_sidecar(path: str | Path) -> Path:
+    """`results/summary.csv` -> `results/summary.provenance.json`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.provenance.json")
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap a freshly written directory into place (the old one goes only after)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
