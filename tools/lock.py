@@ -68,10 +68,6 @@ def resolve(roots: list[Requirement]) -> dict[str, str]:
         if not _applies(req, parent_extras):
             continue
         name = canonicalize_name(req.name)
-        key = (name, frozenset(req.extras))
-        if key in seen:
-            continue
-        seen.add(key)
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
@@ -79,8 +75,14 @@ def resolve(roots: list[Requirement]) -> dict[str, str]:
                 f"lock: {req.name} (required as {req}) is not installed; install the project first"
             ) from None
         version = locked_version(dist)
+        # every requirement is checked, not just the first seen for a name: a later
+        # `packaging<26` must refuse an installed 26.4 that an earlier `packaging` let in
         if not req.specifier.contains(version, prereleases=True):
             raise SystemExit(f"lock: installed {req.name}=={version} does not satisfy {req}")
+        key = (name, frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
         pinned[name] = version
         queue += [(Requirement(sub), set(req.extras)) for sub in dist.requires or []]
     return dict(sorted(pinned.items()))
