@@ -20,6 +20,7 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
+from regmix.targets import parse_target
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
@@ -222,8 +223,8 @@ def _log_tables(key: str, name: str, records: list[dict], where: str, final: dic
     return train, valid
 
 
-def _target(losses: dict[str, float], target: str) -> float:
-    return sum(losses.values()) / len(losses) if target == "mean" else losses[target]
+def _target(losses: dict[str, float], target: str | dict) -> float:
+    return parse_target(target, sorted(losses)).value(losses)
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[dict]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from regmix.targets import TargetError, parse_target
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 WEIGHT_SUM_TOLERANCE = 1e-3
 
@@ -258,9 +260,10 @@ def _check_semantics(config: dict) -> None:
             )
     for name, weights in config["large"]["named"].items():
         check_weights(weights, domains, f"large.named.{name}")
-    target = config["regression"]["target"]
-    if target != "mean" and target not in domains:
-        raise ConfigError(f"config key 'regression.target' = {target!r}: not a domain (domains: {domains}) nor 'mean'")
+    try:
+        parse_target(config["regression"]["target"], domains)
+    except TargetError as err:
+        raise ConfigError(str(err)) from None
     limits = config["data"]["token_limit"] or {}
     unknown = sorted(set(limits) - set(domains))
     if unknown:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
+from regmix.targets import parse_target
 
 
 def _query(db: Path, sql: str) -> pd.DataFrame:
@@ -92,9 +93,12 @@ def render_markdown(
     record: dict,
 ) -> str:
     target = settings["regression"]["target"]
-    what = (
-        "the mean validation loss over all domains" if target == "mean" else f"the validation loss on domain `{target}`"
-    )
+    if target == "mean":
+        what = "the mean validation loss over all domains"
+    elif isinstance(target, str):
+        what = f"the validation loss on domain `{target}`"
+    else:
+        what = f"the weighted validation loss `{parse_target(target, settings['domains']).label}`"
     parts = [
         "# RegMix run summary",
         "",
