@@ -22,6 +22,7 @@ EVAL_DEFAULTS = {
     "num_fewshot": [0],
     "limit": None,
     "docs_per_task": 12,
+    "perplexity_docs_per_task": 12,
     "max_doc_chars": 400,
     "mc_choices": 4,
     "mc_context_chars": 80,
@@ -34,7 +35,7 @@ EVAL_DEFAULTS = {
 
 
 def settings(**evaluate) -> dict:
-    return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}}
+    return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}, "window": 64}
 
 
 def _prose(rng: random.Random) -> str:
@@ -43,7 +44,8 @@ def _prose(rng: random.Random) -> str:
 
 
 def _numbers(rng: random.Random) -> str:
-    return " ".join(f"{rng.randint(0, 99)} + {rng.randint(0, 99)} =" for _ in range(rng.randint(20, 40)))
+    """One sum per line (a line-structured domain: it gets a next-line task)."""
+    return "\n".join(f"{rng.randint(0, 99)} + {rng.randint(0, 99)} =" for _ in range(rng.randint(20, 40)))
 
 
 def write_corpus(root: Path, n_docs: int = 30) -> Path:
