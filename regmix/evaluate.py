@@ -138,16 +138,17 @@ def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: di
         rows = lines(text)
         positions = [i for i in range(1, len(rows)) if len(rows[i].strip()) >= MIN_LINE_CHARS and "".join(rows[:i]).strip()]
         rng.shuffle(positions)
-        per_doc.append((doc, rows, positions))
+        per_doc.append((doc, rows, positions, {_cap_bytes(line, cap).strip() for line in rows}))
     items, seen = [], set()
-    for depth in range(max((len(p) for _, _, p in per_doc), default=0)):
-        for doc, rows, positions in per_doc:
+    for depth in range(max((len(p[2]) for p in per_doc), default=0)):
+        for doc, rows, positions, own in per_doc:
             if depth >= len(positions) or len(items) >= limit:
                 continue
             i = positions[depth]
             truth = _cap_bytes(rows[i], cap)
             context = _line_context(rows[:i], ev["mc_context_chars"])
-            others = sorted({line for d, line in pool_lines if d != doc and line.strip() != truth.strip()})
+            # a distractor never occurs in the item's own document (it could be a right answer)
+            others = sorted({line for d, line in pool_lines if d != doc and line.strip() not in own})
             if len(others) < ev["mc_choices"] - 1 or (context, truth) in seen:
                 continue
             seen.add((context, truth))
