@@ -7,9 +7,9 @@
 - `regmix_line_<domain>`: pick the true next line of a document among lines of other
   held-out documents of the same domain (a line-structured domain: code, data, arithmetic).
 Every choice is capped in UTF-8 bytes below the model's window: a byte-level BPE never
-makes more tokens than bytes, and lm-eval refuses a continuation longer than the window. `evaluate` runs `lm_eval.simple_evaluate`
-on a Hugging Face checkpoint for every configured shot count and writes lm-eval's own
-result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
+makes more tokens than bytes, and lm-eval refuses a continuation longer than the window.
+`evaluate` runs `lm_eval.simple_evaluate` on a Hugging Face checkpoint for every
+configured shot count and writes lm-eval's own result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: di
     per_doc = []
     for doc, text in docs:
         rows = lines(text)
-        positions = [i for i in range(1, len(rows)) if len(rows[i].strip()) >= MIN_LINE_CHARS and "".join(rows[:i]).strip()]
+        positions = [
+            i for i in range(1, len(rows)) if len(rows[i].strip()) >= MIN_LINE_CHARS and "".join(rows[:i]).strip()
+        ]
         rng.shuffle(positions)
         per_doc.append((doc, rows, positions, {_cap_bytes(line, cap).strip() for line in rows}))
     items, seen = [], set()
@@ -402,8 +404,7 @@ def evaluate(
         for task, task_samples in (result.pop("samples", None) or {}).items():
             # `arguments` repeats the context once per choice: the item itself is in `doc`
             samples += [
-                {"shots": shots, "task": task, **{k: v for k, v in s.items() if k != "arguments"}}
-                for s in task_samples
+                {"shots": shots, "task": task, **{k: v for k, v in s.items() if k != "arguments"}} for s in task_samples
             ]
         # round-trip through lm-eval's own serializer so the stored dict is what it would write
         runs[str(shots)] = json.loads(json.dumps(result, default=lm_eval.utils.handle_non_serializable))
