@@ -151,7 +151,9 @@ def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: di
             context = _line_context(rows[:i], ev["mc_context_chars"])
             # a distractor never occurs in the item's own document (it could be a right answer)
             others = sorted({line for d, line in pool_lines if d != doc and line.strip() not in own})
-            if len(others) < ev["mc_choices"] - 1 or (context, truth) in seen:
+            # lm-eval moves a context's trailing whitespace into the continuation and refuses an
+            # empty context, so a context of blank lines alone is no item
+            if not context.strip() or len(others) < ev["mc_choices"] - 1 or (context, truth) in seen:
                 continue
             seen.add((context, truth))
             choices = [truth, *rng.sample(others, ev["mc_choices"] - 1)]

@@ -149,7 +149,7 @@ def test_next_line_items_hold_the_true_line_and_fit_the_window(tmp_path):
     items = [json.loads(line) for line in (tmp_path / "tasks/regmix_line_numbers.jsonl").read_text().splitlines()]
     assert len({(i["context"], i["choices"][i["label"]]) for i in items}) == len(items)
     for item in items:
-        assert len(set(item["choices"])) == 4 and item["context"].endswith("\n")
+        assert len(set(item["choices"])) == 4 and item["context"].endswith("\n") and item["context"].strip()
         assert len(item["context"]) <= 30
         assert all(len(c.encode("utf-8")) <= EVAL_DEFAULTS["mc_continuation_chars"] for c in item["choices"])
         truth = item["choices"][item["label"]]
