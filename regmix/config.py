@@ -356,8 +356,20 @@ def stage_settings(config: dict, stage: str) -> dict:
             "large_train_tokens": large_train_tokens(config),
         }
     if stage == "eval_tasks":
-        keys = ("docs_per_task", "max_doc_chars", "mc_choices", "mc_context_chars", "mc_continuation_chars")
-        return {**base, "data": config["data"], "evaluate": {k: config["evaluate"][k] for k in keys}}
+        keys = (
+            "docs_per_task",
+            "perplexity_docs_per_task",
+            "max_doc_chars",
+            "mc_choices",
+            "mc_context_chars",
+            "mc_continuation_chars",
+        )
+        return {
+            **base,
+            "data": config["data"],
+            "evaluate": {k: config["evaluate"][k] for k in keys},
+            "window": model_architecture(config["large"]["model"])["seq_len"],
+        }
     if stage == "evaluate":
         return {**base, "evaluate": {k: v for k, v in config["evaluate"].items() if k != "resources"}}
     if stage in ("summary", "collect", "plots"):
@@ -366,6 +378,7 @@ def stage_settings(config: dict, stage: str) -> dict:
             "regression": config["regression"],
             "candidates": candidate_names(config),
             "mixture_ids": mixture_ids(config),
+            "log_samples": config["evaluate"]["log_samples"],
         }
     if stage == "archive":
         return {**base, "archive": config["archive"], "container": config["container"]}
