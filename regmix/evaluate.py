@@ -368,6 +368,8 @@ def evaluate(
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"not a Hugging Face checkpoint directory (no config.json): {model_dir}")
+    for weights_file in sorted(model_dir.glob("*.safetensors")):
+        files.check_safetensors(weights_file, "retrain the model (its rule reruns when the file is removed)")
     tokenizer_dir = Path(tokenizer_dir).resolve() if tokenizer_dir else model_dir
     if ev["log_samples"] and samples_out is None:
         raise ValueError("evaluate.log_samples is true: give --samples-out for the per-sample log")

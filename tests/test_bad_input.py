@@ -2,9 +2,7 @@
 
 Each asserts the exit status (2: the config, 1: a file), one line `regmix <cmd>: ...`
 naming the key, file or domain, no traceback, and that nothing that looks complete is
-left behind. Cases whose fix is a reader call in a module another change owns are strict
-xfails naming that call: they turn into failures (XPASS) the moment the call is switched,
-so the marker is removed then, not forgotten.
+left behind.
 """
 
 from __future__ import annotations
@@ -225,15 +223,6 @@ FIT_SETTINGS = {
     "domains": ["a", "b", "c"],
     "regression": {"regressor": "linear", "target": "b", "cv_folds": 3, "seed": 0},
 }
-PENDING_CSV = pytest.mark.xfail(
-    strict=True, reason="regression._read_indexed_csv is to call files.read_csv(path, numeric=True, index='index')"
-)
-PENDING_PICKLE = pytest.mark.xfail(
-    strict=True, reason="regression.load_model is to call files.load_pickle(path, FittedModel, 'rerun `regmix fit`')"
-)
-PENDING_SAFETENSORS = pytest.mark.xfail(
-    strict=True, reason="evaluate.evaluate is to call files.check_safetensors on each *.safetensors of --model"
-)
 
 
 def swarm_csvs(folder: Path) -> tuple[Path, Path]:
@@ -247,8 +236,8 @@ def swarm_csvs(folder: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize(
     "damage, named",
     [
-        pytest.param("text_weight", ["mixtures.csv", "column 'a'", "'lots'"], marks=PENDING_CSV),
-        pytest.param("empty", ["mixtures.csv", "empty file"], marks=PENDING_CSV),
+        pytest.param("text_weight", ["mixtures.csv", "column 'a'", "'lots'"]),
+        pytest.param("empty", ["mixtures.csv", "empty file"]),
     ],
 )
 def test_bad_swarm_csv_names_file_and_column(tmp_path, capsys, damage, named):
@@ -267,9 +256,9 @@ def test_bad_swarm_csv_names_file_and_column(tmp_path, capsys, damage, named):
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param(b"\x80\x05\x95", id="truncated", marks=PENDING_PICKLE),
-        pytest.param(b"I am not a pickle\n", id="garbage", marks=PENDING_PICKLE),
-        pytest.param(pickle.dumps({"a": 1}), id="foreign", marks=PENDING_PICKLE),
+        pytest.param(b"\x80\x05\x95", id="truncated"),
+        pytest.param(b"I am not a pickle\n", id="garbage"),
+        pytest.param(pickle.dumps({"a": 1}), id="foreign"),
     ],
 )
 def test_bad_model_pickle_names_the_file_and_the_fix(tmp_path, capsys, content):
@@ -286,7 +275,6 @@ def test_bad_model_pickle_names_the_file_and_the_fix(tmp_path, capsys, content):
     assert_one_line(err, "predict", str(model / "model.pkl"), "rerun `regmix fit`")
 
 
-@PENDING_SAFETENSORS
 def test_truncated_safetensors_given_to_evaluate_names_the_file(tmp_path, capsys):
     model = tmp_path / "model"
     model.mkdir()

@@ -69,7 +69,8 @@ def test_reserved_candidate_names(demo):
 
 
 def test_candidates_packs_and_resources(demo):
-    assert candidate_names(demo) == ["regmix", "prior", "uniform", "prose_heavy"]
+    random = [f"random_{i:03d}" for i in range(demo["large"]["random_candidates"])]
+    assert candidate_names(demo) == ["regmix", "prior", "uniform", "prose_heavy", *random]
     packs = proxy_packs(demo)
     assert sum(len(v) for v in packs.values()) == demo["mixtures"]["count"]
     assert all(len(v) <= demo["proxy"]["pack_size"] for v in packs.values())

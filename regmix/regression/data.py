@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from regmix import files
 from regmix.targets import parse_target
 
 
@@ -23,11 +24,7 @@ def read_swarm_csvs(mixtures_csv: str | Path, losses_csv: str | Path) -> tuple[p
 
 def _read_indexed_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    frame = pd.read_csv(path)
-    if "index" not in frame.columns:
-        raise ValueError(f"{path}: no 'index' column (columns: {list(frame.columns)})")
+    frame = files.read_csv(path, numeric=True, index="index")
     if frame["index"].duplicated().any():
         dup = frame.loc[frame["index"].duplicated(), "index"].iloc[0]
         raise ValueError(f"{path}: index {dup!r} appears more than once")

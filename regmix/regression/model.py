@@ -99,13 +99,7 @@ def load_model(directory: str | Path) -> FittedModel:
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no fitted model at {path} (run `regmix fit` first)")
-    # TODO(files readers): use files.load_pickle(path, FittedModel, hint) once it is on main
-    try:
-        model = pickle.loads(path.read_bytes())
-    except (pickle.UnpicklingError, AttributeError, ModuleNotFoundError, ImportError, EOFError) as err:
-        raise ValueError(f"{path}: cannot be read as a regmix model ({err}); rerun `regmix fit`") from None
-    if not isinstance(model, FittedModel):
-        raise ValueError(f"{path}: not a regmix fitted model; rerun `regmix fit`")
+    model = files.load_pickle(path, FittedModel, "rerun `regmix fit`")
     if getattr(model, "format", 1) != MODEL_FORMAT:
         raise ValueError(
             f"{path}: written by an older regmix (model format {getattr(model, 'format', 1)}, "

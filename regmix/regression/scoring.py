@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from regmix.config import MIN_FIT_ROWS
 from regmix.regression.regressors import kfold, make_regressor
 
 
 def check_rows(n: int, folds: int) -> None:
-    if n < max(folds, 4):
-        raise ValueError(f"only {n} rows to fit on: need at least {max(folds, 4)} (cv_folds = {folds})")
+    need = max(folds, MIN_FIT_ROWS)
+    if n < need:
+        raise ValueError(f"only {n} rows to fit on: need at least {need} (cv_folds = {folds})")
 
 
 def cross_validate(
