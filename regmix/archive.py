@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
 
 MANIFEST = "MANIFEST.sha256"
 PROVENANCE = "PROVENANCE.json"

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+# the command side of the config route lives in regmix.settings (no validator imports there)
+from regmix.settings import ConfigError, parse_settings  # noqa: F401  (re-exported)
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 WEIGHT_SUM_TOLERANCE = 1e-3
 
@@ -29,21 +32,6 @@ def config_dir() -> Path:
         if candidate and (Path(candidate) / "schema.yaml").is_file():
             return Path(candidate)
     raise FileNotFoundError("no config/schema.yaml found (set REGMIX_CONFIG_DIR to the workflow's config folder)")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the value."""
-
-
-def parse_settings(text: str) -> dict:
-    """A command's `--settings` JSON (a stage's settings), or a ConfigError naming it."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
 
 
 def _validator_with_defaults(schema: dict):
@@ -271,37 +259,8 @@ def stage_settings(config: dict, stage: str) -> dict:
     raise KeyError(f"no settings for stage {stage!r}")
 
 
-# The package modules each stage's code lives in. Rules list these files as inputs, so a
-# code change reruns exactly the stages that use it and what depends on them.
-STAGE_MODULES: dict[str, list[str]] = {
-    "corpus": ["corpus.py", "sources.py"],
-    "tokenizer": ["tokenizer.py", "sources.py"],
-    "tokenize": ["tokenization.py", "sources.py"],
-    "mixtures": ["mixtures.py"],
-    "proxy": ["train.py", "model.py", "data.py", "checkpoint.py"],
-    "large": ["train.py", "model.py", "data.py", "checkpoint.py"],
-    "collect_proxies": ["collect.py"],
-    "regression": ["regression.py"],
-    "choose": ["choose.py", "regression.py"],
-    "candidates": ["candidates.py", "mixtures.py"],
-    "eval_tasks": ["evaluate.py", "sources.py"],
-    "evaluate": ["evaluate.py"],
-    "summary": ["summary.py"],
-    "collect": ["collect.py", "regression.py"],
-    "plots": ["plots.py"],
-    "archive": ["archive.py"],
-}
-
-
-def code_files(stage: str, package_dir: str | Path | None = None) -> list[str]:
-    """The module files behind `stage` (in `package_dir`, default: this package)."""
-    package = Path(package_dir) if package_dir else Path(__file__).resolve().parent
-    return [str(package / name) for name in STAGE_MODULES[stage] if (package / name).exists()]
-
-
 def main(argv: list[str]) -> int:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(
         prog="regmix check-config", description="Validate a config and print it with defaults."
