@@ -118,6 +118,10 @@ class Layout:
         return self._path("mixtures", "mixtures.csv")
 
     # stage 5-6: proxies and their RegMix-format tables
+    @property
+    def proxies_dir(self) -> str:
+        return self._path("proxies")
+
     def proxy(self, mix: str) -> RunDir:
         return RunDir(self._path("proxies", mix))
 
@@ -142,6 +146,10 @@ class Layout:
         return self._path("regression", name)
 
     @property
+    def chosen_dir(self) -> str:
+        return self._path("chosen")
+
+    @property
     def chosen(self) -> str:
         return self._path("chosen", "regmix.yaml")
 
@@ -154,6 +162,10 @@ class Layout:
         return self._path("chosen", "weights.png")
 
     # stages 9-10: candidates, large models, evaluation
+    @property
+    def candidates_dir(self) -> str:
+        return self._path("candidates")
+
     def candidate(self, candidate: str) -> str:
         return self._path("candidates", f"{candidate}.yaml")
 
@@ -169,6 +181,10 @@ class Layout:
     @property
     def eval_tasks(self) -> str:
         return self._path("eval_tasks")
+
+    @property
+    def eval_dir(self) -> str:
+        return self._path("eval")
 
     def eval(self, candidate: str) -> str:
         return self._path("eval", f"{candidate}.json")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from regmix import files, sources
+from regmix.layout import TokenDir
 from regmix.settings import parse_settings
 
 MAX_UINT16_VOCAB = 65535
@@ -350,7 +351,7 @@ def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, in
     for domain in settings["domains"]:
         counts[domain] = {}
         for split in sources.SPLITS:
-            path = Path(data_dir) / domain / f"{split}.json"
+            path = Path(TokenDir(str(data_dir)).sidecar(domain, split))
             if not path.is_file():
                 raise ValueError(f"domain {domain!r}: no token sidecar {path}")
             sidecar = files.read_json(path)
