@@ -42,7 +42,7 @@ from regmix import files, sources
 from regmix.layout import CorpusDir, Layout
 from regmix.settings import parse_settings
 
-DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
+DEMO_DOMAINS = sources.DEMO_DOMAINS
 MAX_DOCUMENT_BYTES = 100_000  # bigger files are mostly generated data tables, not text
 MIN_DOCUMENTS_PER_DOMAIN = 20  # a small cap also caps file size, so both splits get documents
 MIN_DOCUMENT_CHARS = 64

@@ -35,6 +35,8 @@ from regmix.layout import CorpusDir, Layout
 from regmix.settings import ConfigError
 
 SPLITS = ("train", "valid")
+# the domains `regmix corpus` builds from installed packages (the demo source)
+DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
 
 # Keys of data.source each kind may set (besides `kind`).
 KIND_KEYS: dict[str, set[str]] = {
@@ -131,8 +133,6 @@ def check_source_config(config: dict) -> None:
             f"(its keys: {sorted(KIND_KEYS[kind]) or 'none'})"
         )
     if kind == "demo":
-        from regmix.corpus import DEMO_DOMAINS
-
         unknown = sorted(set(domains) - set(DEMO_DOMAINS))
         if unknown:
             raise ConfigError(
