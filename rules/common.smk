@@ -6,17 +6,15 @@ import os
 import shlex
 
 from regmix import sources, tracking
+from regmix.cluster import large_launcher, offline_environment, rule_resources
 from regmix.config import (
     ConfigError,
     candidate_names,
     candidate_settings,
-    large_launcher,
     min_valid_tokens,
     mixture_ids,
     proxy_packs,
-    rule_resources,
     stage_settings,
-    offline_environment,
     validate_config,
 )
 from regmix.layout import Layout

@@ -65,10 +65,14 @@ def rule_family(rule: str) -> str:
 
 
 def assert_code_reruns_exactly_its_stages(jobs, workdir: Path, path: Path):
-    """Jobs rerun for the changed file are exactly the rules of the stages tracking it."""
+    """Every rule of a stage tracking the changed file reruns, and only those name it as
+    their reason (Snakemake gives one reason: a job whose upstream also reruns may say
+    "updated by another job" instead)."""
     shown = f"{path.parent.name}/{path.name}"  # reasons list the changed inputs by path
-    code_reruns = {rule_family(r) for r, js in jobs.items() if any(shown in j.reason for j in js)}
-    assert code_reruns == rules_tracking(workdir, path)
+    tracked = rules_tracking(workdir, path)
+    named = {rule_family(r) for r, js in jobs.items() if any(shown in j.reason for j in js)}
+    assert tracked <= {rule_family(r) for r in jobs}, f"not rerun: {sorted(tracked - set(map(rule_family, jobs)))}"
+    assert named <= tracked, f"rerun for an untracked file: {sorted(named - tracked)}"
 
 
 @contextlib.contextmanager
@@ -112,7 +116,8 @@ def test_regression_code_change_refits_but_retrains_no_proxy(micro_run):
     with edited(module):
         jobs = dry_run(micro_run)
     (fit,) = jobs["fit_regression"]
-    assert module.name in fit.reason and "Updated input files" in fit.reason
+    if "collect_proxy_results" not in rules_tracking(micro_run, module):  # else it reruns first
+        assert module.name in fit.reason and "Updated input files" in fit.reason
     assert {"fit_regression", "choose_mixture", "summarize", "build_database"} <= set(jobs)
     assert not any(rule.startswith("train_proxies_pack_") for rule in jobs)
     assert_code_reruns_exactly_its_stages(jobs, micro_run, module)
