@@ -180,7 +180,9 @@ def test_model_code_change_retrains_proxies_and_large_models_only(micro_run):
     assert_code_reruns_exactly_its_stages(jobs, micro_run, module)
     assert len([r for r in jobs if r.startswith("train_proxies_pack_")]) == 2
     assert candidates_of(jobs, "train_large") == CANDIDATES
-    assert_untouched(jobs, UPSTREAM_OF_PROXIES | {"make_eval_tasks", "write_candidate"})
+    # only the chosen mixture's candidate file is rewritten (the retrained proxies choose it)
+    assert candidates_of(jobs, "write_candidate") == {"regmix"}
+    assert_untouched(jobs, UPSTREAM_OF_PROXIES | {"make_eval_tasks"})
 
 
 def test_shared_module_change_reruns_every_stage_that_imports_it(micro_run):
