@@ -17,6 +17,7 @@ rule build_database:
         candidates=[L.candidate(c) for c in CANDIDATES],
         large=[L.large_losses(c) for c in CANDIDATES],
         evals=[L.eval(c) for c in CANDIDATES],
+        samples=[L.eval_samples(c) for c in CANDIDATES] if LOG_SAMPLES else [],
         code=code_files("collect"),
     output:
         database=L.database,
