@@ -23,11 +23,10 @@ include: "rules/evaluate.smk"
 include: "rules/results.smk"
 
 
-container: config["container"]
 conda: "envs/regmix.yaml"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -76,8 +76,8 @@ def main() -> None:
 
     defaults = stage_settings(config, "evaluate")["evaluate"]
     print(
-        f"model {arch['name']}: {arch['n_layers']} layers, hidden {arch['hidden_size']}, seq {arch['seq_len']}, "
-        f"vocab {arch['vocab_size']}; shots {defaults['num_fewshot']}"
+        f"model {arch.name}: {arch.n_layers} layers, hidden {arch.hidden_size}, seq {arch.seq_len}, "
+        f"vocab {arch.vocab_size}; shots {defaults['num_fewshot']}"
     )
     print(f"{'items/task':>10} {'chars/item':>10} {'threads':>7} {'make-tasks s':>12} {'evaluate s':>10}")
     for items, chars in ((defaults["docs_per_task"], defaults["max_doc_chars"]), (40, 2000)):

@@ -61,10 +61,10 @@ def ours(
     model = StackedLlama(arch, k, seed=0).to(device)
     if compile_:
         model.use_compiled()
-    optimizer = make_optimizer(model, HP)
+    optimizer = make_optimizer(model, **HP)
     params = list(model.parameters())
     rng = np.random.default_rng(0)
-    windows = rng.integers(0, arch["vocab_size"], size=(k, batch, arch["seq_len"] + 1))
+    windows = rng.integers(0, arch.vocab_size, size=(k, batch, arch.seq_len + 1))
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
@@ -72,7 +72,7 @@ def ours(
         accumulate_gradients(model, windows, micro, device, dtype)
         apply_gradients(optimizer, params, k, 1.0)
     _sync(device)
-    tokens = k * batch * arch["seq_len"] * steps
+    tokens = k * batch * arch.seq_len * steps
     return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu_start)
 
 
@@ -87,7 +87,7 @@ def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, devi
     model = LlamaForCausalLM(config)
     rng = np.random.default_rng(0)
     total = warmup + steps
-    ids = rng.integers(0, arch["vocab_size"], size=(total * batch, arch["seq_len"]))
+    ids = rng.integers(0, arch.vocab_size, size=(total * batch, arch.seq_len))
     # a plain list of examples (what a torch Dataset yields), so `datasets` is not needed
     dataset = [{"input_ids": row, "labels": row} for row in torch.from_numpy(ids)]
     times = {}
@@ -126,7 +126,7 @@ def hf_trainer(arch: dict, batch: int, micro: int, steps: int, warmup: int, devi
             seed=0,
         )
         Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Clock()]).train()
-    tokens = batch * arch["seq_len"] * steps
+    tokens = batch * arch.seq_len * steps
     return tokens / (times["end"] - times["start"]), tokens / (times["cpu_end"] - times["cpu_start"])
 
 
@@ -154,7 +154,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    dtype = autocast_dtype({"dtype": args.dtype}, device)
+    dtype = autocast_dtype(args.dtype, device)
     arch = resolve_architecture(model_architecture(args.model), args.vocab)
     micro = args.micro or args.batch
     flops = flops_per_token(arch)["train"]
@@ -162,7 +162,7 @@ def main() -> None:
     peak = matmul_peak(device, dtype)
     print(
         f"model {args.model}: {counts['non_embedding']:,} non-embedding + {counts['embedding']:,} embedding parameters; "
-        f"seq {arch['seq_len']}, vocab {arch['vocab_size']}; {flops / 1e6:.2f} MFLOP per trained token"
+        f"seq {arch.seq_len}, vocab {arch.vocab_size}; {flops / 1e6:.2f} MFLOP per trained token"
     )
     print(
         f"device {device} ({args.threads} thread(s) on CPU), precision {dtype or torch.float32}; batch {args.batch} x micro {micro}; "

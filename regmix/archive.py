@@ -22,40 +22,43 @@ import zlib
 from pathlib import Path
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.layout import Layout
+from regmix.settings import parse_settings
 
 MANIFEST = "MANIFEST.sha256"
 PROVENANCE = "PROVENANCE.json"
 
-# What of the results directory goes in (globs relative to it). Token files, the raw
-# corpus and training state are rebuilt by the pipeline and stay out.
+# What of the results directory goes in: globs relative to it, from the layout with "*"
+# for each name. Token files, the raw corpus and training state are rebuilt by the
+# pipeline and stay out.
+_REL = Layout("")
 RESULT_PATTERNS = (
-    "summary.md",
-    "summary.csv",
-    "summary.provenance.json",
-    "regmix.duckdb",
-    "db/*.parquet",
-    "figures/*",
-    "mixtures/*",
-    "proxies/*.csv",
-    "proxies/*.json",
-    "proxies/*/losses.json",
-    "proxies/*/train_log.jsonl",
-    "regression/*",
-    "chosen/*",
-    "candidates/*",
-    "large/*/losses.json",
-    "large/*/train_log.jsonl",
-    "eval/*",
-    "eval_tasks/*",
-    "data/prior.yaml",
-    "data/token_counts.json",
-    "data/*/*.json",
-    "corpus/manifest.json",
-    "tokenizer/*",
-    "logs/**/*",
+    _REL.summary_md,
+    _REL.summary_csv,
+    str(files.provenance_sidecar(_REL.summary_csv)),
+    _REL.database,
+    f"{_REL.parquet_dir}/*.parquet",
+    _REL.figure("*"),
+    f"{_REL.mixtures_dir}/*",
+    f"{_REL.proxies_dir}/*.csv",
+    f"{_REL.proxies_dir}/*.json",  # the tables' provenance sidecars
+    _REL.proxy("*").losses,
+    _REL.proxy("*").train_log,
+    _REL.regression("*"),
+    f"{_REL.chosen_dir}/*",
+    f"{_REL.candidates_dir}/*",
+    _REL.large("*").losses,
+    _REL.large("*").train_log,
+    f"{_REL.eval_dir}/*",
+    f"{_REL.eval_tasks}/*",
+    _REL.prior,
+    _REL.token_counts,
+    _REL.data.sidecar("*", "*"),
+    _REL.corpus.manifest,
+    f"{_REL.tokenizer}/*",
+    f"{_REL.logs_dir}/**/*",
 )
-CHECKPOINT_PATTERNS = ("large/*/model/**/*", "proxies/*/model/**/*")
+CHECKPOINT_PATTERNS = (f"{_REL.large('*').model}/**/*", f"{_REL.proxy('*').model}/**/*")
 
 
 def _hidden(relative: Path) -> bool:

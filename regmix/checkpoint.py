@@ -14,11 +14,13 @@ import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from regmix.files import atomic_path
+from regmix.layout import RunDir
 
 STATE_DIR = ".state"
 _STATE_RE = re.compile(r"^state-(\d{8})\.pt$")
@@ -26,8 +28,24 @@ _STATE_RE = re.compile(r"^state-(\d{8})\.pt$")
 SIGNALS = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGUSR1: 128 + signal.SIGUSR1}
 
 
+@dataclass
+class TrainerState:
+    """Where a pack's training stands: what a checkpoint holds beside the weights and AdamW
+    moments. The step fixes the schedule and the data position (batches are a function of
+    the seed and the step), so these few values resume a run bit for bit."""
+
+    step: int
+    elapsed: float  # seconds trained before this process, and by it so far
+    train_loss: list[float]  # per model, the last step's (NaN before the first)
+    rng: dict | None = None
+
+    @classmethod
+    def fresh(cls, k: int) -> TrainerState:
+        return cls(step=0, elapsed=0.0, train_loss=[float("nan")] * k)
+
+
 def state_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / STATE_DIR
+    return Path(RunDir(str(out_dir)).state)
 
 
 def _steps(out_dir: str | Path) -> list[int]:
@@ -50,17 +68,22 @@ def state_path(out_dir: str | Path, step: int) -> Path:
     return state_dir(out_dir) / f"state-{step:08d}.pt"
 
 
-def save_pack(model, optimizer, out_dirs: Sequence[str | Path], common: dict, own: Sequence[dict]) -> None:
+def save_pack(
+    model, optimizer, out_dirs: Sequence[str | Path], state: TrainerState, fingerprints: Sequence[str]
+) -> None:
     """Write one state file per model of the stacked `model` (K = len(out_dirs)): the
-    pack's `common` entries plus the model's `own` entries, weights and AdamW moments."""
-    step = common["step"]
+    pack's state (the model's own last loss), its fingerprint, weights and AdamW moments."""
+    step = state.step
     names = dict(model.named_parameters())
     index_of = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     opt_state = optimizer.state_dict()["state"]
     for k, out_dir in enumerate(out_dirs):
         payload = {
-            **common,
-            **own[k],
+            "step": state.step,
+            "elapsed": state.elapsed,
+            "rng": state.rng,
+            "train_loss": state.train_loss[k],
+            "fingerprint": fingerprints[k],
             "model": {n: p.detach()[k].cpu().clone() for n, p in names.items()},
             "optimizer": {
                 n: {
@@ -83,9 +106,9 @@ def read_state(out_dir: str | Path, step: int) -> dict:
     return torch.load(state_path(out_dir, step), map_location="cpu", weights_only=False, mmap=True)
 
 
-def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> list[dict]:
+def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> TrainerState:
     """Restore the stacked model and optimizer from each model's state at `step`; returns
-    each model's payload without weights and moments (step, RNG states, elapsed, ...)."""
+    the pack's state."""
     payloads = [read_state(d, step) for d in out_dirs]
     names = dict(model.named_parameters())
     with torch.no_grad():
@@ -103,7 +126,10 @@ def load_pack(model, optimizer, out_dirs: Sequence[str | Path], step: int) -> li
     sd = optimizer.state_dict()
     sd["state"] = state
     optimizer.load_state_dict(sd)
-    return [{key: v for key, v in pl.items() if key not in ("model", "optimizer")} for pl in payloads]
+    first = payloads[0]
+    return TrainerState(
+        step=first["step"], elapsed=first["elapsed"], train_loss=[pl["train_loss"] for pl in payloads], rng=first["rng"]
+    )
 
 
 def clear(out_dirs: Sequence[str | Path]) -> None:

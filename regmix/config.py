@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+# the command side of the config route lives in regmix.settings (no validator imports there)
+from regmix.settings import ConfigError, parse_settings  # noqa: F401  (re-exported)
 from regmix.targets import TargetError, parse_target
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -41,21 +43,6 @@ def config_dir() -> Path:
         if candidate and (Path(candidate) / "schema.yaml").is_file():
             return Path(candidate)
     raise FileNotFoundError("no config/schema.yaml found (set REGMIX_CONFIG_DIR to the workflow's config folder)")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the value."""
-
-
-def parse_settings(text: str) -> dict:
-    """A command's `--settings` JSON (a stage's settings), or a ConfigError naming it."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
 
 
 def _validator_with_defaults(schema: dict):
@@ -385,37 +372,8 @@ def stage_settings(config: dict, stage: str) -> dict:
     raise KeyError(f"no settings for stage {stage!r}")
 
 
-# The package modules each stage's code lives in. Rules list these files as inputs, so a
-# code change reruns exactly the stages that use it and what depends on them.
-STAGE_MODULES: dict[str, list[str]] = {
-    "corpus": ["corpus.py", "sources.py"],
-    "tokenizer": ["tokenizer.py", "sources.py"],
-    "tokenize": ["tokenization.py", "sources.py"],
-    "mixtures": ["mixtures.py"],
-    "proxy": ["train.py", "model.py", "data.py", "checkpoint.py"],
-    "large": ["train.py", "model.py", "data.py", "checkpoint.py"],
-    "collect_proxies": ["collect.py"],
-    "regression": ["regression.py"],
-    "choose": ["choose.py", "regression.py"],
-    "candidates": ["candidates.py", "mixtures.py"],
-    "eval_tasks": ["evaluate.py", "sources.py"],
-    "evaluate": ["evaluate.py"],
-    "summary": ["summary.py"],
-    "collect": ["collect.py", "regression.py"],
-    "plots": ["plots.py"],
-    "archive": ["archive.py"],
-}
-
-
-def code_files(stage: str, package_dir: str | Path | None = None) -> list[str]:
-    """The module files behind `stage` (in `package_dir`, default: this package)."""
-    package = Path(package_dir) if package_dir else Path(__file__).resolve().parent
-    return [str(package / name) for name in STAGE_MODULES[stage] if (package / name).exists()]
-
-
 def main(argv: list[str]) -> int:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(
         prog="regmix check-config", description="Validate a config and print it with defaults."
@@ -434,48 +392,3 @@ def candidate_settings(config: dict, name: str) -> dict:
         settings.pop("mixtures")
         settings.pop("large_train_tokens")
     return settings
-
-
-def rule_resources(config: dict, stage: str | None) -> dict:
-    """Snakemake resources of a rule: a GPU stage's configured block, or nothing extra
-    (CPU stages run with the profile's default resources)."""
-    if stage is None:
-        return {}
-    block = config[stage]["resources"]
-    resources = {
-        "mem_mb": block["mem_mb"],
-        "runtime": block["runtime"],
-        "cpus_per_task": block["cpus_per_task"],
-    }
-    if block["gpus"]:
-        resources["gpu"] = block["gpus"] * block["nodes"]  # --gpus counts the whole job
-        if block["gpu_model"]:
-            resources["gpu_model"] = block["gpu_model"]
-    if block["nodes"] > 1:
-        resources["nodes"] = block["nodes"]
-    return resources
-
-
-def large_launcher(config: dict) -> str:
-    """`regmix` for one process; torchrun with one process per GPU when a job has several."""
-    block = config["large"]["resources"]
-    if block["gpus"] <= 1 and block["nodes"] == 1:
-        return "regmix"
-    if block["nodes"] == 1:
-        return f"torchrun --standalone --nproc_per_node {block['gpus']} -m regmix.cli"
-    # one torchrun per node under srun; the first node of the allocation hosts the rendezvous
-    return (
-        f"srun --ntasks-per-node 1 torchrun --nnodes {block['nodes']} --nproc_per_node {block['gpus']} "
-        "--rdzv_backend c10d --rdzv_endpoint $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 "
-        "-m regmix.cli"
-    )
-
-
-def offline_environment(config: dict) -> dict[str, str]:
-    """The demo never touches a hub; a study that names hub data or a hub tokenizer may."""
-    uses_hub = (
-        config["data"]["source"]["kind"] == "huggingface"
-        or config["tokenizer"]["kind"] == "pretrained"
-        or config["evaluate"]["suite"] == "lm_eval"
-    )
-    return {} if uses_hub else {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

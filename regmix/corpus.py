@@ -32,7 +32,6 @@ import os
 import random
 import sys
 import sysconfig
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,9 +39,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from regmix import files, sources
-from regmix.config import parse_settings
+from regmix.layout import CorpusDir, Layout
+from regmix.settings import parse_settings
 
-DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
+DEMO_DOMAINS = sources.DEMO_DOMAINS
 MAX_DOCUMENT_BYTES = 100_000  # bigger files are mostly generated data tables, not text
 MIN_DOCUMENTS_PER_DOMAIN = 20  # a small cap also caps file size, so both splits get documents
 MIN_DOCUMENT_CHARS = 64
@@ -408,15 +408,15 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     for domain in domains:
         entry = {"documents": {}, "bytes": {}, "files": {}}
         for name, docs in splits[domain].items():
-            path = out_dir / domain / f"{name}.jsonl"
+            path = sources.corpus_file(out_dir, settings["data"]["source"], domain, name)
             files.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs))
             entry["documents"][name] = len(docs)
             entry["bytes"][name] = sum(len(t.encode("utf-8")) for t in docs)
-            entry["files"][name] = {"path": f"{domain}/{name}.jsonl", "sha256": files.sha256_file(path)}
+            entry["files"][name] = {"path": path.relative_to(out_dir).as_posix(), "sha256": files.sha256_file(path)}
         entry["skipped"] = builds[domain].skipped
         entry["sources"] = builds[domain].sources
         manifest["domains"][domain] = entry
-    files.write_json(out_dir / "manifest.json", manifest)
+    files.write_json(CorpusDir(str(out_dir)).manifest, manifest)
     return manifest
 
 
@@ -438,10 +438,9 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
         for domain in domains:
             for split in sources.SPLITS:
                 final = sources.corpus_file(out_dir, source, domain, split)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-                writer = zstandard.ZstdCompressor(level=3).stream_writer(os.fdopen(fd, "wb"), closefd=True)
-                temps[(domain, split)] = (Path(tmp), writer)
+                tmp = files.temp_file(final)
+                writer = zstandard.ZstdCompressor(level=3).stream_writer(tmp.open("wb"), closefd=True)
+                temps[(domain, split)] = (tmp, writer)
         read_splits = ("train",) if source["valid_split"] is None else sources.SPLITS
         for read_split in read_splits:
             for domain, split, text in sources.iter_all_domains(settings, read_split):
@@ -459,8 +458,7 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
         }
         for (domain, split), (tmp, _) in temps.items():
             final = sources.corpus_file(out_dir, source, domain, split)
-            tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
-            os.replace(tmp, final)
+            files.commit_file(tmp, final)
             entry = manifest["domains"].setdefault(domain, {**counts[domain], "files": {}})
             entry["files"][split] = {"path": f"{domain}/{final.name}", "sha256": files.sha256_file(final)}
     finally:
@@ -468,25 +466,24 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
             if not writer.closed:
                 writer.close()
             tmp.unlink(missing_ok=True)
-    files.write_json(out_dir / "manifest.json", manifest)
+    files.write_json(CorpusDir(str(out_dir)).manifest, manifest)
     return manifest
 
 
 def corpus_outputs(config: dict) -> list[str]:
     """Files `regmix corpus` writes for this config (the corpus rule's outputs)."""
-    source = config["data"]["source"]
-    corpus_dir = Path(config["results_dir"]) / "corpus"
-    outputs = [str(corpus_dir / "manifest.json")]
-    if source["kind"] == "demo" or (source["kind"] == "huggingface" and source["materialize"]):
+    source, corpus = config["data"]["source"], Layout(config["results_dir"]).corpus
+    outputs = [corpus.manifest]
+    if sources.copies_corpus(source):
         outputs += [
-            str(sources.corpus_file(corpus_dir, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS
+            str(sources.corpus_file(corpus.root, source, d, sp)) for d in config["domains"] for sp in sources.SPLITS
         ]
     return outputs
 
 
 def describe_source(settings: dict, out_dir: str | Path) -> dict:
     """Manifest for a source read in place: its settings and local files (with sizes)."""
-    config_like = {"data": settings["data"], "results_dir": str(Path(out_dir).parent)}
+    source = settings["data"]["source"]
     manifest = {
         "kind": settings["data"]["source"]["kind"],
         "seed": settings["seed"],
@@ -495,10 +492,10 @@ def describe_source(settings: dict, out_dir: str | Path) -> dict:
     }
     for domain in settings["domains"]:
         manifest["domains"][domain] = {
-            split: [{"path": p, "bytes": os.path.getsize(p)} for p in sources.input_files(config_like, domain, split)]
+            split: [{"path": p, "bytes": os.path.getsize(p)} for p in sources.local_files(source, domain, split)]
             for split in sources.SPLITS
         }
-    files.write_json(Path(out_dir) / "manifest.json", manifest)
+    files.write_json(CorpusDir(str(out_dir)).manifest, manifest)
     return manifest
 
 

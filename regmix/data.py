@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.config import ConfigError, check_weights
+from regmix.config import check_weights
 from regmix.files import read_yaml
+from regmix.layout import TokenDir
+from regmix.settings import ConfigError
 from regmix.tokenization import check_min_tokens
 
 
@@ -76,7 +78,7 @@ class TokenStream:
 
 
 def sidecar(data_dir: str | Path, domain: str, split: str) -> Path:
-    return Path(data_dir) / domain / f"{split}.json"
+    return Path(TokenDir(str(data_dir)).sidecar(domain, split))
 
 
 def load_mixture(path: str | Path, domains: list[str]) -> tuple[str, dict[str, float]]:

@@ -26,22 +26,49 @@ import regmix
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+def temp_file(path: str | os.PathLike) -> Path:
+    """A new empty temporary file next to `path` (same folder, so a rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file onto `path`."""
+    Path(tmp).chmod(0o644)  # mkstemp makes files private; outputs are for everyone
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+    tmp_path = temp_file(path)
     try:
         yield tmp_path
         if tmp_path.is_file():
-            tmp_path.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
-        os.replace(tmp_path, path)
+            commit_file(tmp_path, path)
+        else:
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; swap it in for `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes folders private; outputs are for everyone
+        replace_dir(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -10,12 +10,16 @@ the whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from regmix.settings import ModelSpec
 
 # TinyLlama's values (the paper's models are TinyLlama configs)
 RMS_NORM_EPS = 1e-5
@@ -26,82 +30,93 @@ INIT_STD = 0.02
 # logits on a CPU (~650 tokens at a 50k vocabulary), ~1 GB on a GPU
 LOSS_CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 28}
 
-ARCH_KEYS = ("n_layers", "n_heads", "hidden_size", "intermediate_size", "seq_len", "vocab_size")
+
+@dataclass(frozen=True)
+class Architecture:
+    """A concrete LLaMA-style architecture: a ModelSpec with its vocabulary made a padded integer."""
+
+    name: str
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    intermediate_size: int
+    seq_len: int
+    vocab_size: int
+    pad_vocab_to: int = 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def padded_vocab(vocab: int, multiple: int) -> int:
     return int(math.ceil(vocab / multiple) * multiple)
 
 
-def resolve_architecture(model: dict, tokenizer_vocab: int | None = None) -> dict:
-    """The settings' `model` dict with `vocab_size` made a padded integer.
+def resolve_architecture(model: ModelSpec | dict, tokenizer_vocab: int | None = None) -> Architecture:
+    """The architecture of a model spec (a ModelSpec or its dict), `vocab_size` made a padded integer.
 
     `vocab_size: tokenizer` takes the tokenizer's size; either way it is padded up to a
     multiple of `pad_vocab_to` (matmul-friendly shapes)."""
-    missing = [k for k in ARCH_KEYS if k not in model]
-    if missing:
-        raise ValueError(f"model {model.get('name', '?')!r}: missing key(s) {missing}")
-    arch = dict(model)
-    vocab = arch["vocab_size"]
+    spec = model if isinstance(model, ModelSpec) else ModelSpec.from_dict(model)
+    vocab = spec.vocab_size
     if vocab == "tokenizer":
         if tokenizer_vocab is None:
-            raise ValueError(
-                f"model {arch.get('name', '?')!r}: vocab_size 'tokenizer' needs the tokenizer's vocabulary size"
-            )
+            raise ValueError(f"model {spec.name!r}: vocab_size 'tokenizer' needs the tokenizer's vocabulary size")
         vocab = tokenizer_vocab
     if not isinstance(vocab, int) or vocab < 2:
-        raise ValueError(
-            f"model {arch.get('name', '?')!r}: vocab_size = {vocab!r} is not a positive integer or 'tokenizer'"
-        )
+        raise ValueError(f"model {spec.name!r}: vocab_size = {vocab!r} is not a positive integer or 'tokenizer'")
     if tokenizer_vocab is not None and vocab < tokenizer_vocab:
+        raise ValueError(f"model {spec.name!r}: vocab_size {vocab} is smaller than the tokenizer's {tokenizer_vocab}")
+    if spec.hidden_size % spec.n_heads or (spec.hidden_size // spec.n_heads) % 2:
         raise ValueError(
-            f"model {arch.get('name', '?')!r}: vocab_size {vocab} is smaller than the tokenizer's {tokenizer_vocab}"
+            f"model {spec.name!r}: hidden_size {spec.hidden_size} must split into n_heads {spec.n_heads} "
+            "heads of even size"
         )
-    arch["vocab_size"] = padded_vocab(vocab, int(arch.get("pad_vocab_to", 1) or 1))
-    if arch["hidden_size"] % arch["n_heads"] or (arch["hidden_size"] // arch["n_heads"]) % 2:
-        raise ValueError(
-            f"model {arch.get('name', '?')!r}: hidden_size {arch['hidden_size']} must split into n_heads {arch['n_heads']} heads of even size"
-        )
-    return arch
+    pad = int(spec.pad_vocab_to or 1)
+    return Architecture(**{**dataclasses.asdict(spec), "vocab_size": padded_vocab(vocab, pad), "pad_vocab_to": pad})
 
 
-def parameter_counts(arch: dict) -> dict:
+def parameter_counts(arch: Architecture) -> dict:
     """Embedding (input table + untied output head) and non-embedding parameters.
 
     The paper's model names ("1M", "60M", "1B") count non-embedding parameters."""
-    h, i, n, v = arch["hidden_size"], arch["intermediate_size"], arch["n_layers"], arch["vocab_size"]
+    h, i, n, v = arch.hidden_size, arch.intermediate_size, arch.n_layers, arch.vocab_size
     per_layer = 4 * h * h + 3 * h * i + 2 * h  # q,k,v,o + gate,up,down + two RMSNorm weights
     non_embedding = n * per_layer + h  # + final norm
     embedding = 2 * v * h
     return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
 
 
-def flops_per_token(arch: dict) -> dict:
+def flops_per_token(arch: Architecture) -> dict:
     """Model FLOPs per trained token (PaLM appendix B convention, no recomputation).
 
     Matmul weights (every linear layer plus the output head; the input embedding is a
     lookup) cost 2 FLOPs per weight forward and 4 backward; attention scores and the
     weighted sum cost 2 x 2 x seq_len x hidden per layer forward (not halved for the mask)."""
-    h, i, n, v, t = (arch[k] for k in ("hidden_size", "intermediate_size", "n_layers", "vocab_size", "seq_len"))
+    h, i, n, v, t = arch.hidden_size, arch.intermediate_size, arch.n_layers, arch.vocab_size, arch.seq_len
     matmul_weights = n * (4 * h * h + 3 * h * i) + v * h
     forward = 2 * matmul_weights + 4 * n * t * h
     return {"forward": forward, "train": 3 * forward}
 
 
-def hf_config(arch: dict, bos_token_id: int | None, eos_token_id: int | None, pad_token_id: int | None):
+def hf_config(arch: Architecture, bos_token_id: int | None, eos_token_id: int | None, pad_token_id: int | None):
     """transformers LlamaConfig of an architecture, every field set explicitly."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=arch["vocab_size"],
-        hidden_size=arch["hidden_size"],
-        intermediate_size=arch["intermediate_size"],
-        num_hidden_layers=arch["n_layers"],
-        num_attention_heads=arch["n_heads"],
-        num_key_value_heads=arch["n_heads"],
-        head_dim=arch["hidden_size"] // arch["n_heads"],
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.n_layers,
+        num_attention_heads=arch.n_heads,
+        num_key_value_heads=arch.n_heads,
+        head_dim=arch.head_dim,
         hidden_act="silu",
-        max_position_embeddings=arch["seq_len"],
+        max_position_embeddings=arch.seq_len,
         initializer_range=INIT_STD,
         rms_norm_eps=RMS_NORM_EPS,
         use_cache=True,
@@ -209,12 +224,12 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
 class StackedLlama(nn.Module):
     """K LLaMA models of one architecture with weights stacked on a leading K axis."""
 
-    def __init__(self, arch: dict, k: int, seed: int = 0):
+    def __init__(self, arch: Architecture, k: int, seed: int = 0):
         super().__init__()
         self.arch, self.k = arch, k
         self.chunk_loss = chunk_loss_and_grad  # `use_compiled()` swaps in a compiled version
-        h, i, v, n = arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"], arch["n_layers"]
-        self.n_heads, self.head_dim = arch["n_heads"], h // arch["n_heads"]
+        h, i, v, n = arch.hidden_size, arch.intermediate_size, arch.vocab_size, arch.n_layers
+        self.n_heads, self.head_dim = arch.n_heads, h // arch.n_heads
         # every model of a pack starts from the same seeded weights, so runs differ only in
         # their mixture; drawn on the CPU so the start does not depend on the device
         gen = torch.Generator().manual_seed(seed)
@@ -256,7 +271,7 @@ class StackedLlama(nn.Module):
     def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states [K, B*T, H] of token ids [K, B, T]."""
         k, b, t = ids.shape
-        v, h = self.arch["vocab_size"], self.arch["hidden_size"]
+        v, h = self.arch.vocab_size, self.arch.hidden_size
         offsets = (torch.arange(k, device=ids.device) * v).view(k, 1, 1)
         x = F.embedding(ids + offsets, self.embed.view(k * v, h)).view(k, b * t, h)
         cos = sin = None
@@ -284,7 +299,7 @@ class StackedLlama(nn.Module):
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         budget = LOSS_CHUNK_ELEMENTS.get(hidden.device.type, LOSS_CHUNK_ELEMENTS["cpu"])
-        chunk = max(1, budget // self.arch["vocab_size"])
+        chunk = max(1, budget // self.arch.vocab_size)
         dtype = (
             torch.get_autocast_dtype(hidden.device.type)
             if torch.is_autocast_enabled(hidden.device.type)
@@ -298,7 +313,7 @@ class StackedLlama(nn.Module):
 
     def hf_state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """Model `index` as a LlamaForCausalLM state dict."""
-        h, i = self.arch["hidden_size"], self.arch["intermediate_size"]
+        h, i = self.arch.hidden_size, self.arch.intermediate_size
         out = {
             "model.embed_tokens.weight": self.embed[index],
             "model.norm.weight": self.norm[index],

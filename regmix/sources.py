@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from regmix.config import ConfigError
 from regmix.files import BadFileError
+from regmix.layout import CorpusDir, Layout
+from regmix.settings import ConfigError
 
 SPLITS = ("train", "valid")
+# the domains `regmix corpus` builds from installed packages (the demo source)
+DEMO_DOMAINS = ("code", "docstrings", "docs", "structured", "legal", "arithmetic")
 
 # Keys of data.source each kind may set (besides `kind`).
 KIND_KEYS: dict[str, set[str]] = {
@@ -161,8 +164,6 @@ def check_source_config(config: dict) -> None:
             f"(its keys: {sorted(KIND_KEYS[kind]) or 'none'})"
         )
     if kind == "demo":
-        from regmix.corpus import DEMO_DOMAINS
-
         unknown = sorted(set(domains) - set(DEMO_DOMAINS))
         if unknown:
             raise ConfigError(
@@ -229,10 +230,15 @@ def _check_jsonl_layout(source: dict, domains: list[str]) -> None:
 # --------------------------------------------------------------------------- files
 
 
+def copies_corpus(source: dict) -> bool:
+    """Whether `regmix corpus` writes the documents into the corpus folder (the demo, or a
+    materialized dataset) rather than leaving them to be read in place."""
+    return source["kind"] == "demo" or (source["kind"] == "huggingface" and source["materialize"])
+
+
 def corpus_file(corpus_dir: str | Path, source: dict, domain: str, split: str) -> Path:
-    """Where `regmix corpus` writes a domain split (demo, or a materialized dataset)."""
-    name = f"{split}.jsonl" if source["kind"] == "demo" else f"{split}.jsonl.zst"
-    return Path(corpus_dir) / domain / name
+    """Where `regmix corpus` writes a domain split (the demo's plain, a dataset's compressed)."""
+    return Path(CorpusDir(str(corpus_dir)).file(domain, split, compressed=source["kind"] != "demo"))
 
 
 def jsonl_files(source: dict, domain: str, split: str) -> list[str]:
@@ -254,11 +260,18 @@ def _glob_files(source: dict, domain: str, split: str) -> list[str]:
 
 def input_files(config: dict, domain: str, split: str) -> list[str]:
     """Local files a (domain, split) is read from, for Snakemake to track as inputs."""
+    return local_files(config["data"]["source"], domain, split, Layout(config["results_dir"]).corpus.root)
+
+
+def local_files(source: dict, domain: str, split: str, corpus_dir: str | Path | None = None) -> list[str]:
+    """Local files a (domain, split) of `source` is read from (`corpus_dir` for a source
+    that `regmix corpus` copies)."""
     _check_split(split)
-    source = config["data"]["source"]
     kind = source["kind"]
-    if kind == "demo" or (kind == "huggingface" and source["materialize"]):
-        return [str(corpus_file(Path(config["results_dir"]) / "corpus", source, domain, split))]
+    if copies_corpus(source):
+        if corpus_dir is None:
+            raise ValueError(f"the {kind} source reads the corpus folder: pass corpus_dir")
+        return [str(corpus_file(corpus_dir, source, domain, split))]
     if kind == "jsonl":
         return jsonl_files(source, domain, split)
     if kind in ("parquet", "text"):
@@ -346,7 +359,7 @@ def iter_documents(
 def _records(source: dict, corpus_dir, domain: str, split: str, stats: ReadStats):
     """(record iterator, whether the split comes from hashing the train documents)."""
     kind = source["kind"]
-    if kind == "demo" or (kind == "huggingface" and source["materialize"]):
+    if copies_corpus(source):
         if corpus_dir is None:
             raise ValueError(f"the {kind} source reads the corpus folder: pass corpus_dir")
         path = corpus_file(corpus_dir, source, domain, split)

@@ -24,7 +24,6 @@ import itertools
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from regmix import files, sources
-from regmix.config import parse_settings
+from regmix.layout import TokenDir
+from regmix.settings import parse_settings
 
 MAX_UINT16_VOCAB = 65535
 
@@ -145,9 +145,9 @@ class ShardWriter:
     def _open_next(self) -> None:
         if self._handle:
             self._handle.close()
-        fd, tmp = tempfile.mkstemp(dir=self.out_path.parent, prefix=f".{self.out_path.name}.", suffix=".tmp")
-        self._handle = os.fdopen(fd, "wb")
-        self.temps.append(Path(tmp))
+        tmp = files.temp_file(self.out_path)
+        self._handle = tmp.open("wb")
+        self.temps.append(tmp)
         self.counts.append(0)
 
     def write(self, tokens: np.ndarray) -> None:
@@ -170,8 +170,7 @@ class ShardWriter:
         self._handle.close()
         names = [self.shard_name(i) for i in range(len(self.temps))]
         for tmp, name in zip(self.temps, names):
-            tmp.chmod(0o644)  # mkstemp makes files private; outputs are for everyone
-            os.replace(tmp, self.out_path.parent / name)
+            files.commit_file(tmp, self.out_path.parent / name)
         # shards a previous, longer run left behind would be ignored; remove them anyway
         stem = self.shard_name(1).rsplit(".", 2)[0]
         for stale in self.out_path.parent.glob(f"{stem}.[0-9][0-9][0-9][0-9][0-9].bin"):
@@ -352,7 +351,7 @@ def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, in
     for domain in settings["domains"]:
         counts[domain] = {}
         for split in sources.SPLITS:
-            path = Path(data_dir) / domain / f"{split}.json"
+            path = Path(TokenDir(str(data_dir)).sidecar(domain, split))
             if not path.is_file():
                 raise ValueError(f"domain {domain!r}: no token sidecar {path}")
             sidecar = files.read_json(path)

@@ -9,13 +9,11 @@ token files can say which tokenizer made them.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from regmix import files, sources
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -87,10 +85,7 @@ def fingerprint_of(tokenizer_dir: str | Path) -> dict:
 
 def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
     """Write into a temporary sibling folder, then rename it into place (never half-written)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with files.atomic_dir(out_dir) as staging:
         tokenizer.save_pretrained(staging)
         tokenizer_json = staging / "tokenizer.json"
         if not tokenizer_json.is_file():
@@ -105,13 +100,6 @@ def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
             "provenance": files.provenance(settings),
         }
         files.write_json(staging / FINGERPRINT_FILE, fingerprint)
-        staging.chmod(0o755)  # mkdtemp makes folders private; outputs are for everyone
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return fingerprint
 
 

@@ -17,20 +17,22 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from regmix import checkpoint
-from regmix.config import ConfigError, parse_settings
+from regmix import checkpoint, files
 from regmix.data import MixtureBatches, load_mixture, sidecar, validation_windows
-from regmix.files import code_version, fingerprint, provenance, write_json
+from regmix.files import fingerprint
+from regmix.layout import RunDir
 from regmix.model import (
+    Architecture,
     StackedLlama,
     flops_per_token,
     hf_config,
@@ -38,37 +40,18 @@ from regmix.model import (
     per_model_clip_,
     resolve_architecture,
 )
-
-HYPER_PARAMETERS = (
-    "steps",
-    "warmup_steps",
-    "lr",
-    "min_lr",
-    "schedule",
-    "global_batch",
-    "micro_batch",
-    "weight_decay",
-    "beta1",
-    "beta2",
-    "grad_clip",
-    "eval_every",
-    "val_windows",
-    "log_every",
-    "checkpoint_every",
-)
-# settings that change how a run executes but not what it computes: a resume ignores them
-RUNTIME_KEYS = ("device", "threads", "compile", "log_every", "checkpoint_every", "pack_size", "save_model")
+from regmix.settings import ConfigError, HyperParameters, TrainSettings, parse_settings
 
 
-def learning_rate(step: int, hp: dict) -> float:
+def learning_rate(step: int, hp: HyperParameters) -> float:
     """Linear warm-up to `lr`, then constant or cosine decay to `min_lr` at the last step."""
-    warmup, total, peak = hp["warmup_steps"], hp["steps"], hp["lr"]
+    warmup, total, peak = hp.warmup_steps, hp.steps, hp.lr
     if step < warmup:
         return peak * (step + 1) / warmup
-    if hp["schedule"] == "constant":
+    if hp.schedule == "constant":
         return peak
     progress = (step - warmup) / max(total - warmup - 1, 1)
-    return hp["min_lr"] + (peak - hp["min_lr"]) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return hp.min_lr + (peak - hp.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -80,9 +63,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def autocast_dtype(hp: dict, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(wanted: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on GPU ('auto') or when asked; None = plain float32."""
-    wanted = hp.get("dtype", "auto")
     if wanted == "bfloat16" or (wanted == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
@@ -92,19 +74,9 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def run_fingerprint(settings: dict, stage: str, weights: dict) -> str:
+def run_fingerprint(settings: TrainSettings, weights: dict) -> str:
     """What a model's resumable state must match to be resumed."""
-    hp = {k: v for k, v in settings[stage].items() if k not in RUNTIME_KEYS}
-    return fingerprint(
-        {
-            "stage": stage,
-            "seed": settings["seed"],
-            "domains": settings["domains"],
-            "hp": hp,
-            "model": settings["model"],
-            "weights": weights,
-        }
-    )
+    return fingerprint(settings.resume_key(weights))
 
 
 @torch.no_grad()
@@ -122,14 +94,16 @@ def validate(model: StackedLlama, windows: dict[str, np.ndarray], micro: int, de
     return out
 
 
-def make_optimizer(model: StackedLlama, hp: dict) -> torch.optim.AdamW:
+def make_optimizer(
+    model: StackedLlama, *, lr: float, weight_decay: float, beta1: float, beta2: float
+) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices and embeddings, none on RMSNorm weights."""
     matrices = [p for p in model.parameters() if p.dim() >= 3]
     vectors = [p for p in model.parameters() if p.dim() < 3]
     return torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": hp["weight_decay"]}, {"params": vectors, "weight_decay": 0.0}],
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
+        [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(beta1, beta2),
         eps=1e-8,
         fused=next(model.parameters()).is_cuda or None,
     )
@@ -194,14 +168,383 @@ class _Log:
                 handle.write(json.dumps(record) + "\n")
 
 
-def _distributed() -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class Process:
+    """This process's place in a (possibly distributed) run and the device it computes on."""
+
+    world: int
+    rank: int
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype; None = float32
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(settings: TrainSettings) -> Process:
+    """Join the process group under torchrun, pick the device, set its math options."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(settings.runtime.device, local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.set_num_threads(settings.runtime.threads)
+    return Process(world, rank, device, autocast_dtype(settings.hp.dtype, device))
+
+
+def _finish_process(proc: Process) -> None:
+    if proc.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def _say(proc: Process, message: str) -> None:
+    if proc.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Pack:
+    """The K runs trained together and everything built once before the loop."""
+
+    settings: TrainSettings
+    proc: Process
+    ids: list[str]
+    weights: list[dict[str, float]]
+    mixture_paths: list[Path]
+    runs: list[RunDir]
+    arch: Architecture
+    tokenizer: Any
+    model: StackedLlama
+    step_model: torch.nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    batches: MixtureBatches
+    val: dict[str, np.ndarray]
+    local_batch: int
+    micro: int
+    fingerprints: list[str]
+    data_dir: Path
+
+    @property
+    def k(self) -> int:
+        return len(self.ids)
+
+    @property
+    def label(self) -> str:
+        return self.ids[0] if self.k == 1 else f"{self.ids[0]}..{self.ids[-1]} (K={self.k})"
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.k * self.settings.hp.global_batch * self.arch.seq_len
+
+    def windows(self, step: int) -> np.ndarray:
+        """This process's share [K, local_batch, T+1] of step `step`'s batch."""
+        start = self.proc.rank * self.local_batch
+        return self.batches.batch(step)[:, start : start + self.local_batch]
+
+
+def _batch_split(settings: TrainSettings, world: int) -> tuple[int, int]:
+    """(sequences per process, micro-batch) of a step."""
+    stage, global_batch = settings.stage, settings.hp.global_batch
+    if global_batch % world:
+        raise ConfigError(f"config key '{stage}.global_batch' = {global_batch}: not divisible by {world} processes")
+    local_batch = global_batch // world
+    micro = min(settings.hp.micro_batch, local_batch)
+    if local_batch % micro:
+        raise ConfigError(
+            f"config key '{stage}.micro_batch' = {micro}: does not divide the {local_batch} sequences per process"
+        )
+    return local_batch, micro
+
+
+def _check_vocabulary(data_dir: Path, domains: Sequence[str], arch: Architecture) -> None:
+    """Token ids of every domain must fit the model's embedding."""
+    for domain in domains:
+        path = sidecar(data_dir, domain, "valid")
+        vocab = files.read_json(path).get("vocab_size") if path.is_file() else None
+        if vocab and vocab > arch.vocab_size:
+            raise ValueError(
+                f"domain {domain!r}: tokens from a vocabulary of {vocab} exceed the model's {arch.vocab_size}"
+            )
+
+
+def build_pack(
+    settings: TrainSettings,
+    proc: Process,
+    data_dir: Path,
+    tokenizer_dir: Path,
+    mixture_paths: Sequence[str | Path],
+    out_dirs: Sequence[str | Path],
+) -> Pack:
+    """Read the mixtures, tokenizer and data; build the stacked model and its optimizer."""
+    from transformers import AutoTokenizer
+
+    mixtures = [load_mixture(p, list(settings.domains)) for p in mixture_paths]
+    ids = [mix_id for mix_id, _ in mixtures]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"mixture ids repeat within one pack: {ids}")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    arch = resolve_architecture(settings.model, len(tokenizer))
+    local_batch, micro = _batch_split(settings, proc.world)
+    _check_vocabulary(data_dir, settings.domains, arch)
+    domains, hp = list(settings.domains), settings.hp
+    val = validation_windows(data_dir, domains, hp.val_windows, arch.seq_len)
+    weights = [w for _, w in mixtures]
+    batches = MixtureBatches(data_dir, domains, weights, arch.seq_len, hp.global_batch, settings.seed)
+    model = StackedLlama(arch, len(mixtures), seed=settings.seed).to(proc.device)
+    optimizer = make_optimizer(model, lr=hp.lr, weight_decay=hp.weight_decay, beta1=hp.beta1, beta2=hp.beta2)
+    return Pack(
+        settings=settings,
+        proc=proc,
+        ids=ids,
+        weights=weights,
+        mixture_paths=[Path(p) for p in mixture_paths],
+        runs=[RunDir(str(d)) for d in out_dirs],
+        arch=arch,
+        tokenizer=tokenizer,
+        model=model,
+        step_model=model,
+        optimizer=optimizer,
+        batches=batches,
+        val=val,
+        local_batch=local_batch,
+        micro=micro,
+        fingerprints=[run_fingerprint(settings, w) for w in weights],
+        data_dir=data_dir,
+    )
+
+
+def _out_dirs(pack: Pack) -> list[str]:
+    return [run.root for run in pack.runs]
+
+
+def resume(pack: Pack) -> checkpoint.TrainerState:
+    """The newest state every run of the pack has, when it is from these settings; else a fresh one."""
+    step = checkpoint.latest_common_step(_out_dirs(pack))
+    if step is None:
+        return checkpoint.TrainerState.fresh(pack.k)
+    saved = [checkpoint.read_state(d, step)["fingerprint"] for d in _out_dirs(pack)]
+    if saved != pack.fingerprints:
+        _say(pack.proc, f"state in {pack.runs[0].state} is from other settings: starting afresh")
+        return checkpoint.TrainerState.fresh(pack.k)
+    state = checkpoint.load_pack(pack.model, pack.optimizer, _out_dirs(pack), step)
+    checkpoint.set_rng_state(state.rng)
+    _say(pack.proc, f"resuming {','.join(pack.ids)} from step {state.step}")
+    return state
+
+
+def prepare_model(pack: Pack) -> None:
+    """Compile the model when asked and wrap it for DDP under torchrun (after a resume has
+    loaded the weights)."""
+    if pack.settings.runtime.compile:
+        pack.model.use_compiled()
+    if pack.proc.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = pack.proc.device
+        pack.step_model = DistributedDataParallel(
+            pack.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+
+class _Log:
+    """Append-only JSON lines in the state dir, truncated to the resumed step on restart."""
+
+    def __init__(self, path: Path, resume_step: int, active: bool):
+        self.path, self.active = path, active
+        if not active:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step and path.is_file():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.active:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+class Clock:
+    """Wall time of the run (across resumes) and the throughput of the steps timed here."""
+
+    def __init__(self, elapsed_before: float, tokens_per_step: int):
+        self.elapsed_before, self.tokens_per_step = elapsed_before, tokens_per_step
+        self.start = time.perf_counter()
+        self.train_seconds, self.steps = 0.0, 0
+
+    def step_done(self, seconds: float) -> None:
+        self.train_seconds += seconds
+        self.steps += 1
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens_per_step * self.steps / max(self.train_seconds, 1e-9) if self.steps else None
+
+    def eta(self, steps_left: int) -> float:
+        return self.train_seconds / max(self.steps, 1) * steps_left
 
 
 def _format_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_step(pack: Pack, state: checkpoint.TrainerState, windows: np.ndarray) -> tuple[float, torch.Tensor]:
+    """One optimizer step at `state.step` on `windows`; advances `state`. Returns the learning
+    rate used and the K pre-clip gradient norms."""
+    hp = pack.settings.hp
+    lr = learning_rate(state.step, hp)
+    for group in pack.optimizer.param_groups:
+        group["lr"] = lr
+    proc = pack.proc
+    losses = accumulate_gradients(pack.step_model, windows, pack.micro, proc.device, proc.dtype, proc.world)
+    if not torch.isfinite(losses).all():
+        bad = [pack.ids[i] for i in range(pack.k) if not math.isfinite(losses[i])]
+        raise ValueError(f"non-finite training loss at step {state.step + 1} for {bad}: {losses.tolist()}")
+    norms = apply_gradients(pack.optimizer, list(pack.model.parameters()), pack.k, hp.grad_clip).cpu()
+    state.step += 1
+    state.train_loss = [float(x) for x in losses]
+    return lr, norms
+
+
+def log_step(pack: Pack, state: checkpoint.TrainerState, logs: list[_Log], clock: Clock, lr: float, norms) -> None:
+    """Every `log_every` steps, at the last step and at each evaluation: one record per
+    model (with validation losses every `eval_every` steps) and one progress line."""
+    hp, done = pack.settings.hp, state.step
+    val_now = None
+    if hp.eval_every and done % hp.eval_every == 0 and done < hp.steps:
+        val_now = validate(pack.model, pack.val, pack.micro, pack.proc.device, pack.proc.dtype)
+    if not (done % pack.settings.runtime.log_every == 0 or done == hp.steps or val_now is not None):
+        return
+    tps, elapsed = clock.tokens_per_second, clock.elapsed
+    for i, log in enumerate(logs):
+        # tokens/s: this model's share of the pack's throughput (as in losses.json)
+        record = {
+            "step": done,
+            "loss": state.train_loss[i],
+            "lr": lr,
+            "grad_norm": float(norms[i]),
+            "tokens_per_second": tps / pack.k,
+            "elapsed": elapsed,
+        }
+        if val_now is not None:
+            record["val_loss"] = {d: float(v[i]) for d, v in val_now.items()}
+        log.write(record)
+    mean_loss = sum(state.train_loss) / pack.k
+    _say(
+        pack.proc,
+        f"[{pack.settings.stage} {pack.label}] step {done}/{hp.steps} loss {mean_loss:.4f} lr {lr:.2e} "
+        f"{tps:,.0f} tok/s elapsed {_format_eta(elapsed)} ETA {_format_eta(clock.eta(hp.steps - done))}",
+    )
+
+
+def save_state(pack: Pack, state: checkpoint.TrainerState, clock: Clock) -> None:
+    state.elapsed, state.rng = clock.elapsed, checkpoint.rng_state()
+    if pack.proc.is_main:
+        checkpoint.save_pack(pack.model, pack.optimizer, _out_dirs(pack), state, pack.fingerprints)
+    if pack.proc.world > 1:
+        torch.distributed.barrier()
+
+
+def _stop_requested(pack: Pack, signals: checkpoint.StopSignals) -> bool:
+    """Whether any process got SIGTERM/SIGUSR1 (all processes agree, so all checkpoint)."""
+    stop = torch.tensor([signals.received or 0], device=pack.proc.device)
+    if pack.proc.world > 1:
+        torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+    if stop.item():
+        signals.received = signals.received or int(stop.item())
+    return bool(stop.item())
+
+
+def training_loop(pack: Pack, state: checkpoint.TrainerState, clock: Clock) -> int:
+    """Train from `state.step` to the last step; 0, or the exit code after a stop signal."""
+    hp, runtime = pack.settings.hp, pack.settings.runtime
+    logs = [_Log(Path(run.state) / "train_log.jsonl", state.step, pack.proc.is_main) for run in pack.runs]
+    # the next step's windows are gathered in a thread while this step computes
+    with checkpoint.StopSignals() as signals, ThreadPoolExecutor(1) as prefetch:
+        pending = prefetch.submit(pack.windows, state.step) if state.step < hp.steps else None
+        while state.step < hp.steps:
+            t0 = time.perf_counter()
+            windows = pending.result()
+            if state.step + 1 < hp.steps:
+                pending = prefetch.submit(pack.windows, state.step + 1)
+            lr, norms = train_step(pack, state, windows)
+            clock.step_done(time.perf_counter() - t0)
+            log_step(pack, state, logs, clock, lr, norms)
+            if _stop_requested(pack, signals):
+                save_state(pack, state, clock)
+                exit_code = signals.exit_code
+                _say(pack.proc, f"checkpointed {pack.label} at step {state.step}; exit {exit_code} so a retry resumes")
+                return exit_code
+            if runtime.checkpoint_every and state.step % runtime.checkpoint_every == 0 and state.step < hp.steps:
+                save_state(pack, state, clock)
+    return 0
+
+
+def export(pack: Pack, state: checkpoint.TrainerState, clock: Clock) -> None:
+    """Final validation, then per model: the HF checkpoint, the training log and losses.json
+    (written last: its presence means the run is complete); the resumable state goes."""
+    final = validate(pack.model, pack.val, pack.micro, pack.proc.device, pack.proc.dtype)
+    if not pack.proc.is_main:
+        return
+    hp, settings, arch = pack.settings.hp, pack.settings, pack.arch
+    elapsed, tps = clock.elapsed, clock.tokens_per_second
+    bos = pack.tokenizer.bos_token_id if pack.tokenizer.bos_token_id is not None else pack.tokenizer.eos_token_id
+    llama_config = hf_config(arch, bos, pack.tokenizer.eos_token_id, pack.tokenizer.pad_token_id)
+    tokens_seen = hp.steps * hp.global_batch * arch.seq_len
+    sidecars = [sidecar(pack.data_dir, d, s) for d in settings.domains for s in ("train", "valid")]
+    for i, run in enumerate(pack.runs):
+        if settings.runtime.save_model:
+            _save_hf(pack.model, i, llama_config, pack.tokenizer, Path(run.model))
+        with files.atomic_path(run.train_log) as tmp:
+            shutil.copyfile(Path(run.state) / "train_log.jsonl", tmp)
+        files.write_json(
+            run.losses,
+            {
+                "mix_id": pack.ids[i],
+                "weights": pack.weights[i],
+                "val_loss": {d: float(v[i]) for d, v in final.items()},
+                "train_loss": state.train_loss[i],
+                "tokens_seen": tokens_seen,
+                "steps": hp.steps,
+                "seconds": elapsed,
+                "tokens_per_second": tokens_seen / elapsed if elapsed else None,
+                "pack_size": pack.k,
+                "pack_tokens_per_second": tps,
+                "world_size": pack.proc.world,
+                "device": str(pack.proc.device)
+                if pack.proc.world == 1
+                else f"{pack.proc.world}x {pack.proc.device.type}",
+                "seed": settings.seed,
+                "config_fingerprint": fingerprint(settings.raw),
+                "code_version": files.code_version(),
+                "model": {
+                    **arch.as_dict(),
+                    "parameters": parameter_counts(arch),
+                    "flops_per_token": flops_per_token(arch),
+                },
+                "provenance": files.provenance(
+                    settings.raw, [pack.mixture_paths[i], *[p for p in sidecars if p.is_file()]]
+                ),
+            },
+        )
+    checkpoint.clear(_out_dirs(pack))
 
 
 def train(
@@ -213,244 +556,19 @@ def train(
     out_dirs: Sequence[str | Path],
 ) -> int:
     """Train one model per mixture (stacked); returns the process exit code."""
-    from transformers import AutoTokenizer
-
-    if stage not in ("proxy", "large"):
-        raise ValueError(f"unknown training stage {stage!r}")
-    for key in ("seed", "domains", stage, "model"):
-        if key not in settings:
-            raise ConfigError(
-                f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
-            )
+    typed = TrainSettings.from_json(settings, stage)
     if len(mixture_paths) != len(out_dirs) or not mixture_paths:
         raise ValueError(f"{len(mixture_paths)} mixture(s) but {len(out_dirs)} output dir(s): need one per mixture")
-    hp, domains, seed = settings[stage], list(settings["domains"]), int(settings["seed"])
-    missing = [key for key in HYPER_PARAMETERS if key not in hp]
-    if missing:
-        raise ConfigError(
-            f"settings key {stage!r}: missing {missing} (expected regmix.config.stage_settings(config, {stage!r}))"
-        )
-    out_dirs = [Path(d) for d in out_dirs]
-    world, rank, local_rank = _distributed()
-    device = resolve_device(hp.get("device", "auto"), local_rank)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        torch.set_num_threads(int(hp.get("threads", 1)))
-    dtype = autocast_dtype(hp, device)
-    is_main = rank == 0
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    arch = resolve_architecture(settings["model"], len(tokenizer))
-    eos = tokenizer.eos_token_id
-    llama_config = hf_config(
-        arch, tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos, eos, tokenizer.pad_token_id
-    )
-    mixtures = [load_mixture(p, domains) for p in mixture_paths]
-    ids = [m[0] for m in mixtures]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"mixture ids repeat within one pack: {ids}")
-    k = len(mixtures)
-    seq_len, global_batch = arch["seq_len"], hp["global_batch"]
-    if global_batch % world:
-        raise ConfigError(f"config key '{stage}.global_batch' = {global_batch}: not divisible by {world} processes")
-    local_batch = global_batch // world
-    micro = min(hp["micro_batch"], local_batch)
-    if local_batch % micro:
-        raise ConfigError(
-            f"config key '{stage}.micro_batch' = {micro}: does not divide the {local_batch} sequences per process"
-        )
-    for domain in domains:
-        meta = (
-            json.loads(sidecar(data_dir, domain, "valid").read_text())
-            if sidecar(data_dir, domain, "valid").is_file()
-            else {}
-        )
-        if meta.get("vocab_size") and meta["vocab_size"] > arch["vocab_size"]:
-            raise ValueError(
-                f"domain {domain!r}: tokens from a vocabulary of {meta['vocab_size']} exceed the model's {arch['vocab_size']}"
-            )
-    val = validation_windows(data_dir, domains, hp["val_windows"], seq_len)
-    batches = MixtureBatches(data_dir, domains, [m[1] for m in mixtures], seq_len, global_batch, seed)
-
-    model = StackedLlama(arch, k, seed=seed).to(device)
-    optimizer = make_optimizer(model, hp)
-    prints = [run_fingerprint(settings, stage, m[1]) for m in mixtures]
-    start_step, elapsed_before, resumed_losses = 0, 0.0, torch.full((k,), float("nan"))
-    resume = checkpoint.latest_common_step(out_dirs)
-    if resume is not None:
-        if [checkpoint.read_state(d, resume)["fingerprint"] for d in out_dirs] == prints:
-            extras = checkpoint.load_pack(model, optimizer, out_dirs, resume)
-            checkpoint.set_rng_state(extras[0]["rng"])
-            start_step, elapsed_before = extras[0]["step"], extras[0]["elapsed"]
-            resumed_losses = torch.tensor([e["train_loss"] for e in extras])
-            if is_main:
-                print(f"resuming {','.join(ids)} from step {start_step}", file=sys.stderr, flush=True)
-        elif is_main:
-            print(
-                f"state in {out_dirs[0] / checkpoint.STATE_DIR} is from other settings: starting afresh",
-                file=sys.stderr,
-                flush=True,
-            )
-    logs = [_Log(checkpoint.state_dir(d) / "train_log.jsonl", start_step, is_main) for d in out_dirs]
-
-    step_model = model
-    if hp.get("compile"):
-        model.use_compiled()
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    params = list(model.parameters())
-    tokens_per_step = k * global_batch * seq_len
-    label = ids[0] if k == 1 else f"{ids[0]}..{ids[-1]} (K={k})"
-    train_seconds, steps_timed, tps = 0.0, 0, None
-    t_start = time.perf_counter()
-    losses = resumed_losses  # the last step's, should a resumed run have no step left
-    code = 0
-
-    def save(step_done: int) -> None:
-        if is_main:
-            common = {
-                "step": step_done,
-                "scheduler": {"step": step_done},
-                "data_position": step_done,
-                "rng": checkpoint.rng_state(),
-                "elapsed": elapsed_before + time.perf_counter() - t_start,
-            }
-            own = [{"fingerprint": fp, "train_loss": float(loss)} for fp, loss in zip(prints, losses)]
-            checkpoint.save_pack(model, optimizer, out_dirs, common, own)
-        if world > 1:
-            torch.distributed.barrier()
-
-    def fetch(step: int) -> np.ndarray:
-        return batches.batch(step)[:, rank * local_batch : (rank + 1) * local_batch]
-
-    # the next step's windows are gathered in a thread while this step computes
-    with checkpoint.StopSignals() as signals, ThreadPoolExecutor(1) as prefetch:
-        pending = prefetch.submit(fetch, start_step) if start_step < hp["steps"] else None
-        for step in range(start_step, hp["steps"]):
-            t0 = time.perf_counter()
-            lr = learning_rate(step, hp)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            windows = pending.result()
-            if step + 1 < hp["steps"]:
-                pending = prefetch.submit(fetch, step + 1)
-            losses = accumulate_gradients(step_model, windows, micro, device, dtype, world)
-            if not torch.isfinite(losses).all():
-                bad = [ids[i] for i in range(k) if not math.isfinite(losses[i])]
-                raise ValueError(f"non-finite training loss at step {step + 1} for {bad}: {losses.tolist()}")
-            norms = apply_gradients(optimizer, params, k, hp["grad_clip"]).cpu()
-            done = step + 1
-            train_seconds += time.perf_counter() - t0
-            steps_timed += 1
-            tps = tokens_per_step * steps_timed / max(train_seconds, 1e-9)
-            elapsed = elapsed_before + time.perf_counter() - t_start
-            val_now = None
-            if hp["eval_every"] and done % hp["eval_every"] == 0 and done < hp["steps"]:
-                val_now = validate(model, val, micro, device, dtype)
-            if done % hp["log_every"] == 0 or done == hp["steps"] or val_now is not None:
-                for i, log in enumerate(logs):
-                    # tokens/s: this model's share of the pack's throughput (as in losses.json)
-                    record = {
-                        "step": done,
-                        "loss": float(losses[i]),
-                        "lr": lr,
-                        "grad_norm": float(norms[i]),
-                        "tokens_per_second": tps / k,
-                        "elapsed": elapsed,
-                    }
-                    if val_now is not None:
-                        record["val_loss"] = {d: float(v[i]) for d, v in val_now.items()}
-                    log.write(record)
-                if is_main:
-                    eta = train_seconds / steps_timed * (hp["steps"] - done)
-                    print(
-                        f"[{stage} {label}] step {done}/{hp['steps']} loss {losses.mean():.4f} lr {lr:.2e} "
-                        f"{tps:,.0f} tok/s elapsed {_format_eta(elapsed)} ETA {_format_eta(eta)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            stop = torch.tensor([signals.received or 0], device=device)
-            if world > 1:
-                torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-            if stop.item():
-                signals.received = signals.received or int(stop.item())
-                save(done)
-                if is_main:
-                    print(
-                        f"checkpointed {label} at step {done}; exiting with {signals.exit_code} so a retry resumes",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                code = signals.exit_code
-                break
-            if hp["checkpoint_every"] and done % hp["checkpoint_every"] == 0 and done < hp["steps"]:
-                save(done)
-    if code:
-        _finish_distributed(world)
-        return code
-
-    final = validate(model, val, micro, device, dtype)
-    if is_main:
-        elapsed = elapsed_before + time.perf_counter() - t_start
-        counts = parameter_counts(arch)
-        for i, (out_dir, (mix_id, weights), path) in enumerate(zip(out_dirs, mixtures, mixture_paths)):
-            if hp.get("save_model", True):
-                _save_hf(model, i, llama_config, tokenizer, out_dir / "model")
-            shutil.copyfile(logs[i].path, out_dir / ".train_log.jsonl.tmp")
-            os.replace(out_dir / ".train_log.jsonl.tmp", out_dir / "train_log.jsonl")
-            tokens_seen = hp["steps"] * global_batch * seq_len
-            write_json(
-                out_dir / "losses.json",
-                {
-                    "mix_id": mix_id,
-                    "weights": weights,
-                    "val_loss": {d: float(v[i]) for d, v in final.items()},
-                    "train_loss": float(losses[i]),
-                    "tokens_seen": tokens_seen,
-                    "steps": hp["steps"],
-                    "seconds": elapsed,
-                    "tokens_per_second": tokens_seen / elapsed if elapsed else None,
-                    "pack_size": k,
-                    "pack_tokens_per_second": tps,
-                    "world_size": world,
-                    "device": str(device) if world == 1 else f"{world}x {device.type}",
-                    "seed": seed,
-                    "config_fingerprint": fingerprint(settings),
-                    "code_version": code_version(),
-                    "model": {**arch, "parameters": counts, "flops_per_token": flops_per_token(arch)},
-                    "provenance": provenance(
-                        settings,
-                        [
-                            path,
-                            *[
-                                sidecar(data_dir, d, s)
-                                for d in domains
-                                for s in ("train", "valid")
-                                if sidecar(data_dir, d, s).is_file()
-                            ],
-                        ],
-                    ),
-                },
-            )
-        checkpoint.clear(out_dirs)
-    _finish_distributed(world)
-    return 0
-
-
-def _finish_distributed(world: int) -> None:
-    if world > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    proc = setup_process(typed)
+    pack = build_pack(typed, proc, Path(data_dir), Path(tokenizer_dir), mixture_paths, out_dirs)
+    state = resume(pack)
+    prepare_model(pack)
+    clock = Clock(state.elapsed, pack.tokens_per_step)
+    code = training_loop(pack, state, clock)
+    if code == 0:
+        export(pack, state, clock)
+    _finish_process(proc)
+    return code
 
 
 def _save_hf(model: StackedLlama, index: int, config, tokenizer, target: Path) -> None:
@@ -458,17 +576,9 @@ def _save_hf(model: StackedLlama, index: int, config, tokenizer, target: Path) -
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per tiny shard would drown the progress lines
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        model.to_hf(index, config).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with files.atomic_dir(target) as staging:
+        model.to_hf(index, config).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def proxies_main(argv: list[str]) -> int:

@@ -1,27 +1,31 @@
-# Config validation (schema defaults + cross-checks) and the input helpers of every rule.
+# Config validation (schema defaults + cross-checks), the results layout, and the input
+# helpers of every rule.
 import copy
 import json
 import os
+import shlex
 
-from regmix import sources
+from regmix import sources, tracking
+from regmix.cluster import large_launcher, offline_environment, rule_resources
 from regmix.config import (
     ConfigError,
     candidate_names,
     candidate_settings,
-    code_files as _code_files,
-    large_launcher,
     min_valid_tokens,
     mixture_ids,
     proxy_packs,
-    rule_resources,
     stage_settings,
-    offline_environment,
     validate_config,
 )
+from regmix.layout import Layout
 
 # A --configfile describes a whole study: it replaces the demo config instead of being
 # merged into it (the demo's named mixtures must not leak into the paper's study).
-_raw = copy.deepcopy(workflow.config_settings.overwrite_config) if workflow.overwrite_configfiles else config
+_raw = (
+    copy.deepcopy(workflow.config_settings.overwrite_config)
+    if workflow.overwrite_configfiles
+    else config
+)
 _validated = validate_config(_raw)
 config.clear()
 config.update(_validated)
@@ -29,7 +33,9 @@ config.update(_validated)
 for _name, _value in offline_environment(config).items():
     os.environ.setdefault(_name, _value)
 
-R = config["results_dir"]
+# every output path comes from here (regmix/layout.py)
+L = Layout(config["results_dir"])
+CONTAINER = config["container"]
 DOMAINS = config["domains"]
 SPLITS = ["train", "valid"]
 MIX_IDS = mixture_ids(config)
@@ -44,44 +50,59 @@ wildcard_constraints:
 
 
 # Track the package next to the Snakefile (the checkout being run), so that editing a
-# stage's module reruns that stage and what depends on it, and nothing upstream.
+# module reruns the stages whose command imports it and what depends on them.
 _PACKAGE_DIR = os.path.join(workflow.basedir, "regmix")
 
 
 def code_files(stage):
-    return _code_files(stage, _PACKAGE_DIR if os.path.isdir(_PACKAGE_DIR) else None)
+    return tracking.code_files(
+        stage, _PACKAGE_DIR if os.path.isdir(_PACKAGE_DIR) else None
+    )
 
 
-def settings(stage):
-    """The config values one stage reads, as a JSON param (a change reruns the stage)."""
-    return json.dumps(stage_settings(config, stage), sort_keys=True)
+def settings(stage, candidate=None):
+    """The config values one stage reads, as a JSON param (a change reruns the stage);
+    a candidate's own settings when `candidate` is given."""
+    values = (
+        candidate_settings(config, candidate)
+        if candidate
+        else stage_settings(config, stage)
+    )
+    return json.dumps(values, sort_keys=True)
+
+
+def option(flag, value):
+    """`flag value`, shell-quoted, or nothing when there is no value."""
+    return f"{flag} {shlex.quote(str(value))}" if value else ""
 
 
 def source_files(split):
-    return [path for domain in DOMAINS for path in sources.input_files(config, domain, split)]
+    return [
+        path
+        for domain in DOMAINS
+        for path in sources.input_files(config, domain, split)
+    ]
 
 
 def token_files():
     """Every domain's tokens and sidecars, both splits: what a trainer reads."""
-    return expand(f"{R}/data/{{domain}}/{{split}}.{{ext}}", domain=DOMAINS, split=SPLITS, ext=["bin", "json"])
+    data = L.data
+    return [
+        f(d, s) for d in DOMAINS for s in SPLITS for f in (data.tokens, data.sidecar)
+    ]
 
 
 def final_outputs():
-    return [
-        f"{R}/summary.md",
-        f"{R}/summary.csv",
-        f"{R}/regmix.duckdb",
-        *FIGURES,
-    ]
+    return [L.summary_md, L.summary_csv, L.database, *FIGURES]
 
 
 def candidate_inputs(wildcards):
     """The chosen mixture is an input of the `regmix` candidate only."""
     inputs = {
-        "prior": f"{R}/data/prior.yaml",
-        "counts": f"{R}/data/token_counts.json",
+        "prior": L.prior,
+        "counts": L.token_counts,
         "code": code_files("candidates"),
     }
     if wildcards.candidate == "regmix":
-        inputs["chosen"] = f"{R}/chosen/regmix.yaml"
+        inputs["chosen"] = L.chosen
     return inputs

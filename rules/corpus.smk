@@ -6,13 +6,20 @@ from regmix.corpus import corpus_outputs
 
 rule build_corpus:
     input:
-        sources=[] if config["data"]["source"]["kind"] in ("demo", "huggingface") else source_files("train") + source_files("valid"),
+        sources=(
+            []
+            if sources.copies_corpus(config["data"]["source"])
+            else source_files("train") + source_files("valid")
+        ),
         code=code_files("corpus"),
     output:
         corpus_outputs(config),
+    log:
+        L.log("build_corpus"),
+    container:
+        CONTAINER
     params:
         settings=settings("corpus"),
-    log:
-        f"{R}/logs/build_corpus.log",
+        corpus=lambda w: L.corpus.root,
     shell:
-        "regmix corpus --settings {params.settings:q} --out {R}/corpus > {log} 2>&1"
+        "regmix corpus --settings {params.settings:q} --out {params.corpus:q} > {log:q} 2>&1"

@@ -10,32 +10,37 @@ if LOCAL_SUITE:
             documents=source_files("valid"),
             code=code_files("eval_tasks"),
         output:
-            directory(f"{R}/eval_tasks"),
+            directory(L.eval_tasks),
+        log:
+            L.log("make_eval_tasks"),
+        container:
+            CONTAINER
         params:
             settings=settings("eval_tasks"),
-        log:
-            f"{R}/logs/make_eval_tasks.log",
+            corpus=lambda w: L.corpus.root,
         shell:
-            "regmix make-tasks --settings {params.settings:q} --corpus {R}/corpus --out {output} > {log} 2>&1"
+            "regmix make-tasks --settings {params.settings:q} --corpus {params.corpus:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_candidate:
     input:
-        model=f"{R}/large/{{candidate}}/model",
-        tasks=f"{R}/eval_tasks" if LOCAL_SUITE else [],
+        model=L.large_model("{candidate}"),
+        tasks=L.eval_tasks if LOCAL_SUITE else [],
         code=code_files("evaluate"),
     output:
-        results=f"{R}/eval/{{candidate}}.json",
-        samples=f"{R}/eval/{{candidate}}.samples.jsonl" if LOG_SAMPLES else [],
-    params:
-        settings=settings("evaluate"),
-        tasks=f"--tasks {R}/eval_tasks" if LOCAL_SUITE else "",
-        samples=lambda w, output: f"--samples-out {output.samples}" if LOG_SAMPLES else "",
+        results=L.eval("{candidate}"),
+        samples=L.eval_samples("{candidate}") if LOG_SAMPLES else [],
+    log:
+        L.log("evaluate", "{candidate}"),
+    container:
+        CONTAINER
     threads: config["evaluate"]["threads"]
     resources:
         **rule_resources(config, "evaluate"),
-    log:
-        f"{R}/logs/evaluate/{{candidate}}.log",
+    params:
+        settings=settings("evaluate"),
+        tasks=lambda w, input: option("--tasks", input.tasks),
+        samples=lambda w, output: option("--samples-out", output.samples),
     shell:
-        "regmix evaluate --settings {params.settings:q} --model {input.model} {params.tasks}"
-        " --out {output.results} {params.samples} > {log} 2>&1"
+        "regmix evaluate --settings {params.settings:q} --model {input.model:q} {params.tasks}"
+        " --out {output.results:q} {params.samples} > {log:q} 2>&1"

@@ -5,35 +5,43 @@ rule write_candidate:
     input:
         unpack(candidate_inputs),
     output:
-        f"{R}/candidates/{{candidate}}.yaml",
-    params:
-        settings=lambda w: json.dumps(candidate_settings(config, w.candidate), sort_keys=True),
-        chosen=lambda w, input: f"--chosen {input.chosen}" if "chosen" in input.keys() else "",
+        L.candidate("{candidate}"),
     log:
-        f"{R}/logs/write_candidate/{{candidate}}.log",
+        L.log("write_candidate", "{candidate}"),
+    container:
+        CONTAINER
+    params:
+        settings=lambda w: settings("candidates", w.candidate),
+        chosen=lambda w, input: option(
+            "--chosen", input.chosen if "chosen" in input.keys() else None
+        ),
     shell:
-        "regmix candidate --settings {params.settings:q} --name {wildcards.candidate} --prior {input.prior}"
-        " --token-counts {input.counts} {params.chosen} --out {output} > {log} 2>&1"
+        "regmix candidate --settings {params.settings:q} --name {wildcards.candidate:q} --prior {input.prior:q}"
+        " --token-counts {input.counts:q} {params.chosen} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_large:
     input:
-        mixture=f"{R}/candidates/{{candidate}}.yaml",
+        mixture=L.candidate("{candidate}"),
         data=token_files(),
-        tokenizer=f"{R}/tokenizer",
+        tokenizer=L.tokenizer,
         code=code_files("large"),
     output:
-        model=directory(f"{R}/large/{{candidate}}/model"),
-        losses=f"{R}/large/{{candidate}}/losses.json",
-        log=f"{R}/large/{{candidate}}/train_log.jsonl",
-    params:
-        settings=settings("large"),
-        launcher=large_launcher(config),
+        model=directory(L.large("{candidate}").model),
+        losses=L.large("{candidate}").losses,
+        log=L.large("{candidate}").train_log,
+    log:
+        L.log("train_large", "{candidate}"),
+    container:
+        CONTAINER
     threads: config["large"]["threads"]
     resources:
         **rule_resources(config, "large"),
-    log:
-        f"{R}/logs/train_large/{{candidate}}.log",
+    params:
+        settings=settings("large"),
+        launcher=large_launcher(config),
+        data=lambda w: L.data.root,
+        out_dir=lambda w, output: os.path.dirname(output.losses),
     shell:
-        "{params.launcher} train-large --settings {params.settings:q} --data {R}/data --tokenizer {input.tokenizer}"
-        " --mixture {input.mixture} --out-dir {R}/large/{wildcards.candidate} > {log} 2>&1"
+        "{params.launcher} train-large --settings {params.settings:q} --data {params.data:q}"
+        " --tokenizer {input.tokenizer:q} --mixture {input.mixture:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

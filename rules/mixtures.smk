@@ -3,16 +3,19 @@
 
 rule synthesize_mixtures:
     input:
-        prior=f"{R}/data/prior.yaml",
-        counts=f"{R}/data/token_counts.json",
+        prior=L.prior,
+        counts=L.token_counts,
         code=code_files("mixtures"),
     output:
-        mixtures=expand(f"{R}/mixtures/{{mix}}.yaml", mix=MIX_IDS),
-        table=f"{R}/mixtures/mixtures.csv",
+        mixtures=[L.mixture(m) for m in MIX_IDS],
+        table=L.mixtures_table,
+    log:
+        L.log("synthesize_mixtures"),
+    container:
+        CONTAINER
     params:
         settings=settings("mixtures"),
-    log:
-        f"{R}/logs/synthesize_mixtures.log",
+        out=lambda w, output: os.path.dirname(output.table),
     shell:
-        "regmix mixtures --settings {params.settings:q} --prior {input.prior}"
-        " --token-counts {input.counts} --out {R}/mixtures > {log} 2>&1"
+        "regmix mixtures --settings {params.settings:q} --prior {input.prior:q}"
+        " --token-counts {input.counts:q} --out {params.out:q} > {log:q} 2>&1"

@@ -10,38 +10,48 @@ for _pack, _mixes in PACKS.items():
         name:
             f"train_proxies_{_pack}"
         input:
-            mixtures=[f"{R}/mixtures/{m}.yaml" for m in _mixes],
+            mixtures=[L.mixture(m) for m in _mixes],
             data=token_files(),
-            tokenizer=f"{R}/tokenizer",
+            tokenizer=L.tokenizer,
             code=code_files("proxy"),
         output:
-            losses=[f"{R}/proxies/{m}/losses.json" for m in _mixes],
-            logs=[f"{R}/proxies/{m}/train_log.jsonl" for m in _mixes],
-            models=[directory(f"{R}/proxies/{m}/model") for m in _mixes] if PROXY_SAVE_MODEL else [],
-        params:
-            settings=settings("proxy"),
-            out_dirs=" ".join(f"{R}/proxies/{m}" for m in _mixes),
+            losses=[L.proxy(m).losses for m in _mixes],
+            logs=[L.proxy(m).train_log for m in _mixes],
+            models=(
+                [directory(L.proxy(m).model) for m in _mixes]
+                if PROXY_SAVE_MODEL
+                else []
+            ),
+        log:
+            L.log("train_proxies", _pack),
+        group:
+            "proxies"
+        container:
+            CONTAINER
         threads: config["proxy"]["threads"]
         resources:
             **rule_resources(config, "proxy"),
-        group:
-            "proxies"
-        log:
-            f"{R}/logs/train_proxies/{_pack}.log",
+        params:
+            settings=settings("proxy"),
+            data=lambda w: L.data.root,
+            out_dirs=lambda w, output: [os.path.dirname(p) for p in output.losses],
         shell:
-            "regmix train-proxies --settings {params.settings:q} --data {R}/data --tokenizer {input.tokenizer}"
-            " --mixtures {input.mixtures} --out-dirs {params.out_dirs} > {log} 2>&1"
+            "regmix train-proxies --settings {params.settings:q} --data {params.data:q}"
+            " --tokenizer {input.tokenizer:q} --mixtures {input.mixtures:q} --out-dirs {params.out_dirs:q}"
+            " > {log:q} 2>&1"
 
 
 rule collect_proxy_results:
     input:
-        losses=expand(f"{R}/proxies/{{mix}}/losses.json", mix=MIX_IDS),
+        losses=[L.proxy_losses(m) for m in MIX_IDS],
         code=code_files("collect_proxies"),
     output:
-        mixtures=f"{R}/proxies/mixtures.csv",
-        losses=f"{R}/proxies/losses.csv",
+        mixtures=L.proxy_mixtures_csv,
+        losses=L.proxy_losses_csv,
     log:
-        f"{R}/logs/collect_proxy_results.log",
+        L.log("collect_proxy_results"),
+    container:
+        CONTAINER
     shell:
-        "regmix collect-proxies --losses {input.losses} --out-mixtures {output.mixtures}"
-        " --out-losses {output.losses} > {log} 2>&1"
+        "regmix collect-proxies --losses {input.losses:q} --out-mixtures {output.mixtures:q}"
+        " --out-losses {output.losses:q} > {log:q} 2>&1"

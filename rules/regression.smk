@@ -3,46 +3,52 @@
 
 rule fit_regression:
     input:
-        mixtures=f"{R}/proxies/mixtures.csv",
-        losses=f"{R}/proxies/losses.csv",
+        mixtures=L.proxy_mixtures_csv,
+        losses=L.proxy_losses_csv,
         code=code_files("regression"),
     output:
-        model=f"{R}/regression/model.pkl",
-        cv=f"{R}/regression/cv.json",
-        predictions=f"{R}/regression/cv_predictions.csv",
-        settings=f"{R}/regression/settings.json",
-        plot=f"{R}/regression/pred_vs_true.png",
+        model=L.regression("model.pkl"),
+        cv=L.regression("cv.json"),
+        predictions=L.regression("cv_predictions.csv"),
+        settings=L.regression("settings.json"),
+        plot=L.regression("pred_vs_true.png"),
+    log:
+        L.log("fit_regression"),
+    container:
+        CONTAINER
     params:
         settings=settings("regression"),
         target=config["regression"]["target"],
         regressor=config["regression"]["regressor"],
-    log:
-        f"{R}/logs/fit_regression.log",
+        out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "regmix fit --mixtures {input.mixtures} --losses {input.losses} --target {params.target}"
-        " --regressor {params.regressor} --settings {params.settings:q} --out {R}/regression > {log} 2>&1"
+        "regmix fit --mixtures {input.mixtures:q} --losses {input.losses:q} --target {params.target:q}"
+        " --regressor {params.regressor:q} --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule choose_mixture:
     input:
-        model=f"{R}/regression/model.pkl",
-        prior=f"{R}/data/prior.yaml",
-        counts=f"{R}/data/token_counts.json",
+        model=L.regression("model.pkl"),
+        prior=L.prior,
+        counts=L.token_counts,
         code=code_files("choose"),
     output:
-        chosen=f"{R}/chosen/regmix.yaml",
-        topk=f"{R}/chosen/topk.csv",
-        plot=f"{R}/chosen/weights.png",
+        chosen=L.chosen,
+        topk=L.topk,
+        plot=L.chosen_plot,
+    log:
+        L.log("choose_mixture"),
+    container:
+        CONTAINER
     params:
+        model=lambda w, input: os.path.dirname(input.model),
         samples=config["choose"]["samples"],
         top_k=config["choose"]["top_k"],
         max_epochs=config["mixtures"]["max_epochs"],
         train_tokens=stage_settings(config, "choose")["large_train_tokens"],
         seed=config["seed"],
-    log:
-        f"{R}/logs/choose_mixture.log",
     shell:
-        "regmix choose --model {R}/regression --prior {input.prior} --samples {params.samples}"
-        " --top-k {params.top_k} --max-epochs {params.max_epochs} --tokens-available {input.counts}"
+        "regmix choose --model {params.model:q} --prior {input.prior:q} --samples {params.samples}"
+        " --top-k {params.top_k} --max-epochs {params.max_epochs} --tokens-available {input.counts:q}"
         " --train-tokens {params.train_tokens} --seed {params.seed}"
-        " --plot {output.plot} --topk-out {output.topk} --out {output.chosen} > {log} 2>&1"
+        " --plot {output.plot:q} --topk-out {output.topk:q} --out {output.chosen:q} > {log:q} 2>&1"

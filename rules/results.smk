@@ -2,66 +2,75 @@
 # files), the ranked summary and the report's figures drawn from it, and the archive.
 from regmix.plots import FIGURES as _FIGURE_CAPTIONS
 
-FIGURES = [f"{R}/figures/{name}" for name in _FIGURE_CAPTIONS]
+FIGURES = [L.figure(name) for name in _FIGURE_CAPTIONS]
 
 
 rule build_database:
     input:
-        prior=f"{R}/data/prior.yaml",
-        counts=f"{R}/data/token_counts.json",
-        mixtures=expand(f"{R}/mixtures/{{mix}}.yaml", mix=MIX_IDS),
-        proxies=expand(f"{R}/proxies/{{mix}}/losses.json", mix=MIX_IDS),
-        regression=f"{R}/regression/model.pkl",
-        chosen=f"{R}/chosen/regmix.yaml",
-        topk=f"{R}/chosen/topk.csv",
-        candidates=expand(f"{R}/candidates/{{candidate}}.yaml", candidate=CANDIDATES),
-        large=expand(f"{R}/large/{{candidate}}/losses.json", candidate=CANDIDATES),
-        evals=expand(f"{R}/eval/{{candidate}}.json", candidate=CANDIDATES),
-        samples=expand(f"{R}/eval/{{candidate}}.samples.jsonl", candidate=CANDIDATES) if LOG_SAMPLES else [],
+        prior=L.prior,
+        counts=L.token_counts,
+        mixtures=[L.mixture(m) for m in MIX_IDS],
+        proxies=[L.proxy_losses(m) for m in MIX_IDS],
+        regression=L.regression("model.pkl"),
+        chosen=L.chosen,
+        topk=L.topk,
+        candidates=[L.candidate(c) for c in CANDIDATES],
+        large=[L.large_losses(c) for c in CANDIDATES],
+        evals=[L.eval(c) for c in CANDIDATES],
+        samples=[L.eval_samples(c) for c in CANDIDATES] if LOG_SAMPLES else [],
         code=code_files("collect"),
     output:
-        database=f"{R}/regmix.duckdb",
-        parquet=directory(f"{R}/db"),
+        database=L.database,
+        parquet=directory(L.parquet_dir),
+    log:
+        L.log("build_database"),
+    container:
+        CONTAINER
     params:
         settings=settings("collect"),
-    log:
-        f"{R}/logs/build_database.log",
+        results=lambda w: L.results_dir,
     shell:
-        "regmix collect --settings {params.settings:q} --results {R} --out {output.database}"
-        " --parquet-dir {output.parquet} > {log} 2>&1"
+        "regmix collect --settings {params.settings:q} --results {params.results:q} --out {output.database:q}"
+        " --parquet-dir {output.parquet:q} > {log:q} 2>&1"
 
 
 rule summarize:
     input:
-        database=f"{R}/regmix.duckdb",
+        database=L.database,
         code=code_files("summary"),
     output:
-        md=f"{R}/summary.md",
-        csv=f"{R}/summary.csv",
+        md=L.summary_md,
+        csv=L.summary_csv,
+    log:
+        L.log("summarize"),
+    container:
+        CONTAINER
     params:
         settings=settings("summary"),
-    log:
-        f"{R}/logs/summarize.log",
     shell:
-        "regmix summary --settings {params.settings:q} --db {input.database}"
-        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "regmix summary --settings {params.settings:q} --db {input.database:q}"
+        " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
 rule plot_figures:
     input:
-        database=f"{R}/regmix.duckdb",
+        database=L.database,
         code=code_files("plots"),
     output:
         [
-            report(f"{R}/figures/{name}", caption=f"../report/{caption}", category=category)
+            report(L.figure(name), caption=f"../report/{caption}", category=category)
             for name, (category, caption) in _FIGURE_CAPTIONS.items()
         ],
+    log:
+        L.log("plot_figures"),
+    container:
+        CONTAINER
     params:
         settings=settings("plots"),
-    log:
-        f"{R}/logs/plot_figures.log",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "regmix plots --settings {params.settings:q} --db {input.database} --out-dir {R}/figures > {log} 2>&1"
+        "regmix plots --settings {params.settings:q} --db {input.database:q} --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
 
 
 # Not part of `all`: `snakemake archive --cores 1` after a finished run. The report is
@@ -71,12 +80,24 @@ rule archive:
         final_outputs(),
         code=code_files("archive"),
     output:
-        f"{R}/archive/regmix-run.tar.gz",
+        L.archive,
+    log:
+        L.log("archive"),
+    container:
+        CONTAINER
     params:
         settings=settings("archive"),
-        configs=" ".join(dict.fromkeys([*map(str, workflow.configfiles), "config/schema.yaml", "config/models.yaml"])),
-    log:
-        f"{R}/logs/archive.log",
+        results=lambda w: L.results_dir,
+        report=lambda w: L.report,
+        configs=list(
+            dict.fromkeys(
+                [
+                    *map(str, workflow.configfiles),
+                    "config/schema.yaml",
+                    "config/models.yaml",
+                ]
+            )
+        ),
     shell:
-        "regmix archive --settings {params.settings:q} --results {R} --config {params.configs}"
-        " --report {R}/report.html --lock requirements.lock --out {output} > {log} 2>&1"
+        "regmix archive --settings {params.settings:q} --results {params.results:q} --config {params.configs:q}"
+        " --report {params.report:q} --lock requirements.lock --out {output:q} > {log:q} 2>&1"

@@ -6,46 +6,56 @@ rule train_tokenizer:
         documents=source_files("train"),
         code=code_files("tokenizer"),
     output:
-        directory(f"{R}/tokenizer"),
+        directory(L.tokenizer),
+    log:
+        L.log("train_tokenizer"),
+    container:
+        CONTAINER
     params:
         settings=settings("tokenizer"),
-    log:
-        f"{R}/logs/train_tokenizer.log",
+        corpus=lambda w: L.corpus.root,
     shell:
-        "regmix train-tokenizer --settings {params.settings:q} --corpus {R}/corpus --out {output} > {log} 2>&1"
+        "regmix train-tokenizer --settings {params.settings:q} --corpus {params.corpus:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule tokenize_domain:
     input:
         documents=lambda w: sources.input_files(config, w.domain, w.split),
-        tokenizer=f"{R}/tokenizer",
+        tokenizer=L.tokenizer,
         code=code_files("tokenize"),
     output:
-        tokens=f"{R}/data/{{domain}}/{{split}}.bin",
-        sidecar=f"{R}/data/{{domain}}/{{split}}.json",
+        tokens=L.data.tokens("{domain}", "{split}"),
+        sidecar=L.data.sidecar("{domain}", "{split}"),
+    log:
+        L.log("tokenize", "{domain}_{split}"),
+    container:
+        CONTAINER
+    threads: config["data"]["workers"]
     params:
         settings=settings("tokenize"),
+        corpus=lambda w: L.corpus.root,
         min_tokens=lambda w: min_valid_tokens(config) if w.split == "valid" else 0,
-    threads: config["data"]["workers"]
-    log:
-        f"{R}/logs/tokenize/{{domain}}_{{split}}.log",
     shell:
-        "regmix tokenize --settings {params.settings:q} --corpus {R}/corpus --tokenizer {input.tokenizer}"
-        " --domain {wildcards.domain} --split {wildcards.split} --min-tokens {params.min_tokens}"
-        " --out {output.tokens} > {log} 2>&1"
+        "regmix tokenize --settings {params.settings:q} --corpus {params.corpus:q} --tokenizer {input.tokenizer:q}"
+        " --domain {wildcards.domain:q} --split {wildcards.split:q} --min-tokens {params.min_tokens}"
+        " --out {output.tokens:q} > {log:q} 2>&1"
 
 
 rule compute_prior:
     input:
-        sidecars=expand(f"{R}/data/{{domain}}/{{split}}.json", domain=DOMAINS, split=SPLITS),
+        sidecars=[L.data.sidecar(d, s) for d in DOMAINS for s in SPLITS],
         code=code_files("tokenize"),
     output:
-        prior=f"{R}/data/prior.yaml",
-        counts=f"{R}/data/token_counts.json",
+        prior=L.prior,
+        counts=L.token_counts,
+    log:
+        L.log("compute_prior"),
+    container:
+        CONTAINER
     params:
         settings=settings("tokenize"),
-    log:
-        f"{R}/logs/compute_prior.log",
+        data=lambda w: L.data.root,
     shell:
-        "regmix prior --settings {params.settings:q} --data {R}/data"
-        " --out-prior {output.prior} --out-counts {output.counts} > {log} 2>&1"
+        "regmix prior --settings {params.settings:q} --data {params.data:q}"
+        " --out-prior {output.prior:q} --out-counts {output.counts:q} > {log:q} 2>&1"

@@ -4,13 +4,13 @@ import copy
 
 import pytest
 
+from regmix.cluster import rule_resources
 from regmix.config import (
     ConfigError,
     candidate_names,
     candidate_settings,
     load_config,
     proxy_packs,
-    rule_resources,
     stage_settings,
     validate_config,
 )

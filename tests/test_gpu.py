@@ -31,12 +31,12 @@ def _train(device: str, compiled: bool, steps: int = 20) -> np.ndarray:
     model = StackedLlama(ARCH, 2, seed=0).to(device)
     if compiled:
         model.use_compiled()
-    dtype = autocast_dtype({"dtype": "auto"}, torch.device(device))
-    optimizer = make_optimizer(model, HP)
+    dtype = autocast_dtype("auto", torch.device(device))
+    optimizer = make_optimizer(model, **HP)
     params = list(model.parameters())
     rng = np.random.default_rng(0)
     # a learnable stream (repeating ramps) so the losses fall and can be compared
-    ramp = np.arange(ARCH["seq_len"] + 1)[None, None, :] * np.array([[[1]], [[3]]])
+    ramp = np.arange(ARCH.seq_len + 1)[None, None, :] * np.array([[[1]], [[3]]])
     losses = []
     for _ in range(steps):
         windows = (ramp + rng.integers(0, 50, size=(2, 8, 1))) % 200

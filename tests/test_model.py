@@ -65,7 +65,7 @@ def test_flops_per_token_formula():
 
 
 def test_vocab_padding_and_errors():
-    assert resolve_architecture({**ARCH, "vocab_size": "tokenizer"}, tokenizer_vocab=4097)["vocab_size"] == 4160
+    assert resolve_architecture({**ARCH, "vocab_size": "tokenizer"}, tokenizer_vocab=4097).vocab_size == 4160
     with pytest.raises(ValueError, match="tokenizer"):
         resolve_architecture({**ARCH, "vocab_size": "tokenizer"})
     with pytest.raises(ValueError, match="smaller than the tokenizer"):
@@ -89,7 +89,7 @@ def test_stacked_forward_and_gradients_equal_hf_llama():
         assert loss[i].item() == pytest.approx(ref.item(), rel=1e-5)
         ref.backward()
         grads = dict(hf.named_parameters())
-        h = stacked.arch["hidden_size"]
+        h = stacked.arch.hidden_size
         torch.testing.assert_close(stacked.lm_head.grad[i], grads["lm_head.weight"].grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(stacked.embed.grad[i], grads["model.embed_tokens.weight"].grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(
@@ -126,7 +126,7 @@ def test_hf_round_trip_and_untrained_loss_near_ln_vocab():
     a, b = stacked(windows), copy(windows)
     assert a[0].item() == pytest.approx(b[1].item(), rel=1e-6) and a[1].item() == pytest.approx(b[0].item(), rel=1e-6)
     fresh = StackedLlama(stacked.arch, 1)(windows[:1])
-    assert fresh.item() == pytest.approx(math.log(stacked.arch["vocab_size"]), abs=0.1)
+    assert fresh.item() == pytest.approx(math.log(stacked.arch.vocab_size), abs=0.1)
 
 
 def test_per_model_clip_equals_torch_clip_per_model():

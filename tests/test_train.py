@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from regmix.config import ConfigError
+from regmix.settings import ConfigError, TrainSettings
 from regmix.train import learning_rate, train
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -228,12 +229,22 @@ def test_bf16_autocast_path_trains_close_to_float32(ws, packed, tmp_path):
 
 
 def test_learning_rate_schedules():
-    hp = {"warmup_steps": 10, "steps": 110, "lr": 1e-3, "min_lr": 1e-5, "schedule": "cosine"}
+    base = TrainSettings.from_json(settings(), "proxy").hp
+    hp = dataclasses.replace(base, warmup_steps=10, steps=110, lr=1e-3, min_lr=1e-5, schedule="cosine")
     assert learning_rate(0, hp) == pytest.approx(1e-4)
     assert learning_rate(9, hp) == pytest.approx(1e-3)
     assert learning_rate(109, hp) == pytest.approx(1e-5)
     assert 1e-5 < learning_rate(60, hp) < 1e-3
-    assert learning_rate(109, {**hp, "schedule": "constant"}) == 1e-3
+    assert learning_rate(109, dataclasses.replace(hp, schedule="constant")) == 1e-3
+
+
+def test_settings_missing_a_hyper_parameter_names_it():
+    broken = settings()
+    del broken["proxy"]["grad_clip"]
+    with pytest.raises(ConfigError, match=r"'proxy'.*grad_clip"):
+        TrainSettings.from_json(broken, "proxy")
+    with pytest.raises(ConfigError, match="'model'"):
+        TrainSettings.from_json({k: v for k, v in settings().items() if k != "model"}, "proxy")
 
 
 def test_non_finite_loss_names_the_step_and_writes_nothing(ws, tmp_path):

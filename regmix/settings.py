@@ -1,0 +1,146 @@
+"""What a command reads from `--settings`: the JSON parser and the typed settings of a stage.
+
+The one route for config: the workflow validates the config (regmix.config), builds each
+stage's settings JSON (`regmix.config.stage_settings`, the `settings(stage)` helper of
+rules/common.smk) and passes it as `--settings`; a command parses it here, once, into a
+frozen object. This module imports nothing of regmix, so a command that reads its
+settings does not depend on the validator's code.
+
+Typed so far: the training stages (`TrainSettings`: `HyperParameters`, `ModelSpec`, the
+runtime options). The other stages still read their settings as a dict from
+`parse_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the value."""
+
+
+def parse_settings(text: str) -> dict:
+    """A command's `--settings` JSON (a stage's settings), or a ConfigError naming it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--settings is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--settings must be a JSON object")
+    return value
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build(cls, values: dict, where: str, optional: tuple[str, ...] = ()):
+    """`cls(**values)` keeping only its fields; a ConfigError naming `where` for missing ones."""
+    names = _fields(cls)
+    missing = [n for n in names if n not in values and n not in optional]
+    if missing:
+        raise ConfigError(f"settings key {where!r}: missing {missing} (expected regmix.config.stage_settings)")
+    return cls(**{n: values[n] for n in names if n in values})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named architecture of config/models.yaml, as given (`vocab_size` may be 'tokenizer');
+    regmix.model.resolve_architecture turns it into a concrete Architecture."""
+
+    name: str
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    intermediate_size: int
+    seq_len: int
+    vocab_size: int | str
+    pad_vocab_to: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelSpec:
+        return _build(cls, {"name": "?", **values}, "model", optional=("pad_vocab_to",))
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    """What a training run computes from: changing one of these starts a run afresh."""
+
+    steps: int
+    warmup_steps: int
+    lr: float
+    min_lr: float
+    schedule: str
+    global_batch: int
+    micro_batch: int
+    weight_decay: float
+    beta1: float
+    beta2: float
+    grad_clip: float
+    eval_every: int
+    val_windows: int
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run executes, not what it computes: a resume ignores these."""
+
+    device: str = "auto"
+    threads: int = 1
+    compile: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 0
+    save_model: bool = True
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings of `regmix train-proxies` / `train-large`."""
+
+    stage: str
+    seed: int
+    domains: tuple[str, ...]
+    model: ModelSpec
+    hp: HyperParameters
+    runtime: Runtime
+    raw: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, settings: dict, stage: str) -> TrainSettings:
+        """From `stage_settings(config, stage)` ("proxy" or "large")."""
+        if stage not in ("proxy", "large"):
+            raise ValueError(f"unknown training stage {stage!r}")
+        for key in ("seed", "domains", stage, "model"):
+            if key not in settings:
+                raise ConfigError(
+                    f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
+                )
+        section = settings[stage]
+        runtime_fields = set(_fields(Runtime))
+        hp = _build(HyperParameters, section, stage, optional=("dtype",))
+        runtime = Runtime(**{k: v for k, v in section.items() if k in runtime_fields})
+        return cls(
+            stage=stage,
+            seed=int(settings["seed"]),
+            domains=tuple(settings["domains"]),
+            model=ModelSpec.from_dict(settings["model"]),
+            hp=hp,
+            runtime=runtime,
+            raw=settings,
+        )
+
+    def resume_key(self, weights: dict[str, float]) -> dict[str, Any]:
+        """What a model's resumable state must match to be resumed (runtime options excluded)."""
+        return {
+            "stage": self.stage,
+            "seed": self.seed,
+            "domains": list(self.domains),
+            "hp": dataclasses.asdict(self.hp),
+            "model": dataclasses.asdict(self.model),
+            "weights": weights,
+        }
