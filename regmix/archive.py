@@ -155,40 +155,95 @@ def build_archive(
     return manifest
 
 
+def plain_relative_path(name: str) -> bool:
+    """A path that stays inside the folder it is read from: relative, `/`-separated, no
+    empty, `.` or `..` component, no backslash or control character."""
+    if not name or name.startswith("/") or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def _unsafe_members(members: list[tarfile.TarInfo]) -> tuple[str | None, list[str]]:
+    """(the archive's folder, every reason not to trust the archive). The folder is the one
+    holding MANIFEST.sha256; every member must be a plain file or folder inside it."""
+    problems, seen = [], set()
+    roots = sorted(
+        {m.name.split("/")[0] for m in members if m.name.endswith(f"/{MANIFEST}") and m.name.count("/") == 1}
+    )
+    if len(roots) > 1:
+        problems.append(f"a {MANIFEST} in more than one folder: {roots}")
+    root = roots[0] if len(roots) == 1 else None
+    for member in members:
+        name = member.name.rstrip("/") if member.isdir() else member.name
+        if not plain_relative_path(name):
+            problems.append(f"unsafe: {member.name!r} (not a plain relative path)")
+        elif root is not None and name != root and not name.startswith(f"{root}/"):
+            problems.append(f"unsafe: {member.name!r} (outside the archive's folder {root}/)")
+        if not (member.isfile() or member.isdir()):
+            kind = "link" if member.issym() or member.islnk() else "device or special file"
+            problems.append(f"unsafe: {member.name!r} (a {kind}; only plain files may be inside)")
+        if name in seen:
+            problems.append(f"unsafe: {member.name!r} (the name appears twice)")
+        seen.add(name)
+    return root, problems
+
+
+def _sha256_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    digest = hashlib.sha256()
+    handle = tar.extractfile(member)  # read into memory in chunks; nothing is written to disk
+    while block := handle.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_manifest(path: Path, text: str) -> dict[str, str]:
+    """MANIFEST.sha256 as file -> sha256; every listed path plain, relative and listed once."""
+    expected: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise ValueError(f"{path}: {MANIFEST} line {number} is not '<sha256>  <file>'")
+        if not plain_relative_path(name) or name == MANIFEST:
+            raise ValueError(f"{path}: refused, {MANIFEST} line {number} lists {name!r}, not a plain relative path")
+        if name in expected:
+            raise ValueError(f"{path}: refused, {MANIFEST} line {number} lists {name!r} a second time")
+        expected[name] = digest
+    return expected
+
+
 def verify_archive(path: str | Path) -> int:
-    """Recompute every checksum; raise ValueError naming each changed, missing or extra file."""
+    """Recompute every checksum; raise ValueError naming each changed, missing or extra file.
+
+    An archive is refused before any checksum when a member is not a plain file or folder
+    inside the folder holding the manifest (absolute paths, `..`, links, devices, a name
+    twice), or the manifest lists a path that is not plain and relative. Nothing is extracted."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"archive not found: {path}")
     found: dict[str, str] = {}
     manifest_text = None
-    problems = []
     try:
         with tarfile.open(path, "r:*") as tar:
-            for member in tar:
+            members = tar.getmembers()  # headers only: vetted before any data is read
+            root, unsafe = _unsafe_members(members)
+            if unsafe:
+                raise ValueError(f"{path}: refused, unsafe archive:\n  " + "\n  ".join(unsafe))
+            if root is None:
+                raise ValueError(f"{path}: no {MANIFEST} inside")
+            for member in members:
                 if member.isdir():
                     continue
-                root, _, name = member.name.partition("/")
-                if not member.isfile() or not name:
-                    problems.append(f"extra: {member.name} (not a regular file inside the archive's folder)")
-                    continue
-                data = tar.extractfile(member).read()
+                name = member.name.removeprefix(f"{root}/")
                 if name == MANIFEST:
-                    manifest_text = data.decode()
-                elif name in found:
-                    problems.append(f"extra: {member.name} (a second copy)")
+                    manifest_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
                 else:
-                    found[name] = hashlib.sha256(data).hexdigest()
+                    found[name] = _sha256_member(tar, member)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ValueError(f"{path}: unreadable archive ({err})") from None
-    if manifest_text is None:
-        raise ValueError(f"{path}: no {MANIFEST} inside")
-    expected = {}
-    for number, line in enumerate(manifest_text.splitlines(), 1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise ValueError(f"{path}: {MANIFEST} line {number} is not '<sha256>  <file>'")
-        expected[name] = digest
+    if manifest_text is None:  # MANIFEST.sha256 was a folder
+        raise ValueError(f"{path}: no {MANIFEST} file inside")
+    expected = _read_manifest(path, manifest_text)
+    problems = []
     for name in sorted(expected.keys() | found.keys()):
         if name not in found:
             problems.append(f"missing: {name}")

@@ -7,6 +7,7 @@ a CPU stage never pays for importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> ("module:function", one-line help). Each function takes argv (list[str]).
@@ -63,16 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = COMMANDS[command]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    from regmix.config import ConfigError
-
     try:
         return int(func(rest) or 0)
-    except ConfigError as err:
-        print(f"regmix {command}: configuration error: {err}", file=sys.stderr)
+    except Exception as err:
+        status = user_error_status(err)
+        if status is None or os.environ.get("REGMIX_TRACEBACK"):
+            raise  # a bug, not the user's input: the traceback is what fixes it
+        print(f"regmix {command}: {error_message(err)}", file=sys.stderr)
+        return status
+
+
+def user_error_status(err: BaseException) -> int | None:
+    """Exit status of an error a user's config or file caused (2: the config, 1: a file or
+    value), or None for anything else, which is a bug and keeps its traceback."""
+    from regmix.config import ConfigError
+
+    if isinstance(err, ConfigError):
         return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"regmix {command}: error: {err}", file=sys.stderr)
+    # BadFileError and CorruptFileError are ValueErrors; OSError covers missing, unreadable
+    # and full-disk files (their messages name the path)
+    if isinstance(err, (ValueError, OSError, EOFError)):
         return 1
+    return None
+
+
+def error_message(err: BaseException) -> str:
+    """The error's own message (one line naming the key or file; a verifier's list of
+    problems keeps a line each), with the path an OSError names but does not print."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return text
 
 
 if __name__ == "__main__":

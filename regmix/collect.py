@@ -16,10 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from regmix import files
+from regmix.candidates import RANDOM_NAME
 from regmix.config import parse_settings
+from regmix.targets import parse_target
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
@@ -222,8 +225,8 @@ def _log_tables(key: str, name: str, records: list[dict], where: str, final: dic
     return train, valid
 
 
-def _target(losses: dict[str, float], target: str) -> float:
-    return sum(losses.values()) / len(losses) if target == "mean" else losses[target]
+def _target(losses: dict[str, float], target: str | dict) -> float:
+    return parse_target(target, sorted(losses)).value(losses)
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[dict]:
@@ -294,6 +297,186 @@ def eval_rows(candidate: str, data: dict, where: str) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------- per-item scores and their statistics
+
+BOOTSTRAP = 1000  # resamples of every bootstrap CI in the database
+
+
+def item_rows(candidate: str, samples: list[dict], primary: dict[str, tuple[str, str, bool]], where: str) -> list[dict]:
+    """lm-eval per-sample log rows -> one score per (task, shots, item) on the task's primary
+    metric. A choice task's sample holds 0/1 accuracies; a perplexity task's sample holds
+    (log-likelihood, bytes), from which the item's bits per byte."""
+    rows = []
+    for number, sample in enumerate(samples, 1):
+        task = sample.get("task")
+        if task not in primary:
+            continue
+        metric, filt, higher = primary[task]
+        if sample.get("filter", "none") != filt:
+            continue
+        value = sample.get(metric)
+        if metric == "bits_per_byte" and isinstance(value, list) and len(value) == 2:
+            loglik, n_bytes = value
+            score = -float(loglik) / (float(n_bytes) * math.log(2)) if n_bytes else None
+        else:
+            score = _number(value)
+        if score is None or "doc_id" not in sample or "shots" not in sample:
+            raise ValueError(f"{where}:{number}: sample of task {task!r} has no doc_id, shots or numeric {metric!r}")
+        rows.append(
+            {
+                "candidate": candidate,
+                "task": task,
+                "shots": int(sample["shots"]),
+                "doc_id": int(sample["doc_id"]),
+                "metric": metric,
+                "score": score,
+                "higher_is_better": higher,
+            }
+        )
+    return rows
+
+
+def _aligned(items: pd.DataFrame) -> pd.DataFrame:
+    """(shots, doc_id) x candidate scores of one task, items every candidate was scored on."""
+    return items.pivot_table(index=["shots", "doc_id"], columns="candidate", values="score").dropna()
+
+
+def _oriented(frame: pd.DataFrame, higher: bool) -> pd.DataFrame:
+    return frame if higher else -frame
+
+
+def task_power(items: pd.DataFrame) -> pd.DataFrame:
+    """Per task: can it tell the candidates apart? Each candidate's mean score and stderr,
+    the spread between best and worst, and for every pair of candidates the paired
+    per-item difference; a task tells candidates apart when some pair differs by more
+    than 2 stderr of their paired difference."""
+    rows = []
+    for (task, metric), part in items.groupby(["task", "metric"], sort=True):
+        higher = bool(part["higher_is_better"].iloc[0])
+        table = _aligned(part)
+        n = len(table)
+        means = table.mean()
+        stderr = table.std(ddof=1) / np.sqrt(n) if n > 1 else means * np.nan
+        ranked = _oriented(means, higher).sort_values(ascending=False)
+        best_z, pairs_apart, pairs = 0.0, 0, 0
+        names = list(table.columns)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                diff = table[a] - table[b]
+                se = diff.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+                pairs += 1
+                z = abs(diff.mean()) / se if se and np.isfinite(se) and se > 0 else 0.0
+                best_z = max(best_z, z)
+                pairs_apart += int(z > 2)
+        rows.append(
+            {
+                "task": task,
+                "metric": metric,
+                "higher_is_better": higher,
+                "items": n,
+                "candidates": len(names),
+                "best": ranked.index[0] if len(ranked) else None,
+                "worst": ranked.index[-1] if len(ranked) else None,
+                "spread": float(abs(means[ranked.index[0]] - means[ranked.index[-1]])) if len(ranked) else None,
+                "mean_stderr": float(stderr.mean()) if n > 1 else None,
+                "max_pair_z": float(best_z),
+                "pairs_apart": pairs_apart,
+                "pairs": pairs,
+                "can_tell_apart": pairs_apart > 0,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(ROW_TABLES["task_power"])).astype(ROW_TABLES["task_power"])
+
+
+def paired_comparisons(items: pd.DataFrame, reference: str = "regmix", seed: int = 0) -> pd.DataFrame:
+    """`reference` against every other candidate on every task, item by item: the mean
+    per-item difference (positive = the reference is better, whichever way the metric
+    runs) with a 95% percentile bootstrap CI over items; better / worse when the CI
+    excludes 0, n.s. otherwise."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for (task, metric), part in items.groupby(["task", "metric"], sort=True):
+        higher = bool(part["higher_is_better"].iloc[0])
+        table = _aligned(part)
+        if reference not in table.columns or len(table) == 0:
+            continue
+        for other in [c for c in table.columns if c != reference]:
+            diff = _oriented(table[reference] - table[other], higher).to_numpy()
+            draws = diff[rng.integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)
+            low, high = np.percentile(draws, [2.5, 97.5])
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "reference": reference,
+                    "other": other,
+                    "items": len(diff),
+                    "reference_score": float(table[reference].mean()),
+                    "other_score": float(table[other].mean()),
+                    "mean_difference": float(diff.mean()),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                    "verdict": "better" if low > 0 else "worse" if high < 0 else "n.s.",
+                }
+            )
+    return pd.DataFrame(rows, columns=list(ROW_TABLES["paired_comparisons"])).astype(ROW_TABLES["paired_comparisons"])
+
+
+def candidate_kind(name: str, baselines: tuple[str, ...] = ("prior", "uniform")) -> str:
+    if name == "regmix":
+        return "regmix"
+    if name in baselines:
+        return "baseline"
+    return "random" if RANDOM_NAME.match(name) else "named"
+
+
+def spearman_ci(x, y, seed: int = 0, bootstrap: int = BOOTSTRAP) -> tuple[float, float, float, int]:
+    """Spearman rho of x and y, its 95% percentile bootstrap CI over pairs, and the number of
+    resamples used (those where x or y is constant have no rho and are skipped)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(bootstrap):
+        rows = rng.integers(0, len(x), len(x))
+        if np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0:
+            draws.append(spearmanr(x[rows], y[rows]).statistic)
+    low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
+    return rho, float(low), float(high), len(draws)
+
+
+def transfer_tables(
+    runs: pd.DataFrame, predictions: pd.DataFrame, target_label: str, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's central test: the regression's predicted target (from the proxies) against
+    the target each large model achieved, per candidate, and their rank correlation over all
+    candidates with a bootstrap CI, and where regmix ranks."""
+    table = runs[["candidate", "achieved_target"]].merge(predictions, on="candidate", validate="one_to_one")
+    table.insert(1, "kind", [candidate_kind(c) for c in table["candidate"]])
+    table["predicted_rank"] = table["predicted_target"].rank(method="min").astype("int64")
+    table["achieved_rank"] = table["achieved_target"].rank(method="min").astype("int64")
+    table = table.sort_values(["achieved_rank", "candidate"]).reset_index(drop=True)
+    rho, low, high, used = spearman_ci(table["predicted_target"], table["achieved_target"], seed)
+    regmix = table[table.candidate == "regmix"]
+    summary = {
+        "target": target_label,
+        "candidates": len(table),
+        "spearman": rho,
+        "ci_low": low,
+        "ci_high": high,
+        "bootstrap": used,
+        "regmix_achieved_rank": int(regmix["achieved_rank"].iloc[0]) if len(regmix) else None,
+        "regmix_predicted_rank": int(regmix["predicted_rank"].iloc[0]) if len(regmix) else None,
+        "best_candidate": table["candidate"].iloc[0] if len(table) else None,
+    }
+    transfer = table[list(ROW_TABLES["transfer"])].astype(ROW_TABLES["transfer"])
+    return transfer, pd.DataFrame([summary]).astype(ROW_TABLES["transfer_summary"])
+
+
 # Column types of the tables built from rows, so that a table with no rows (a run that
 # never validated mid-training, say) still has its columns.
 _F, _I, _S, _B = "float64", "Int64", "string", "boolean"
@@ -336,6 +519,62 @@ ROW_TABLES: dict[str, dict[str, str]] = {
     "large_runs": {"candidate": _S, **_RUN, "achieved_target": _F},
     "large_train_log": {"candidate": _S, **_TRAIN_LOG},
     "large_val_log": {"candidate": _S, "step": _I, "domain": _S, "loss": _F},
+    "eval_items": {
+        "candidate": _S,
+        "task": _S,
+        "shots": _I,
+        "doc_id": _I,
+        "metric": _S,
+        "score": _F,
+        "higher_is_better": _B,
+    },
+    "task_power": {
+        "task": _S,
+        "metric": _S,
+        "higher_is_better": _B,
+        "items": _I,
+        "candidates": _I,
+        "best": _S,
+        "worst": _S,
+        "spread": _F,
+        "mean_stderr": _F,
+        "max_pair_z": _F,
+        "pairs_apart": _I,
+        "pairs": _I,
+        "can_tell_apart": _B,
+    },
+    "paired_comparisons": {
+        "task": _S,
+        "metric": _S,
+        "reference": _S,
+        "other": _S,
+        "items": _I,
+        "reference_score": _F,
+        "other_score": _F,
+        "mean_difference": _F,
+        "ci_low": _F,
+        "ci_high": _F,
+        "verdict": _S,
+    },
+    "transfer": {
+        "candidate": _S,
+        "kind": _S,
+        "predicted_target": _F,
+        "achieved_target": _F,
+        "predicted_rank": _I,
+        "achieved_rank": _I,
+    },
+    "transfer_summary": {
+        "target": _S,
+        "candidates": _I,
+        "spearman": _F,
+        "ci_low": _F,
+        "ci_high": _F,
+        "bootstrap": _I,
+        "regmix_achieved_rank": _I,
+        "regmix_predicted_rank": _I,
+        "best_candidate": _S,
+    },
     "eval_results": {
         "candidate": _S,
         "task": _S,
@@ -423,7 +662,14 @@ def gather_tables(
         t["large_train_log"] += train
         t["large_val_log"] += valid
         where = f"eval/{cand}.json"
-        t["eval_results"] += eval_rows(cand, read.json(where), str(read.results / where))
+        results_rows = eval_rows(cand, read.json(where), str(read.results / where))
+        t["eval_results"] += results_rows
+        if settings["log_samples"]:
+            primary = {
+                r["task"]: (r["metric"], r["filter"], r["higher_is_better"]) for r in results_rows if r["is_primary"]
+            }
+            where = f"eval/{cand}.samples.jsonl"
+            t["eval_items"] += item_rows(cand, read.jsonl(where), primary, str(read.results / where))
 
     model_dir = read.results / "regression"
     read.path("regression/model.pkl")
@@ -432,12 +678,19 @@ def gather_tables(
     t["candidate_predictions"] = [
         {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted)
     ]
+    derived = ("task_power", "paired_comparisons", "transfer", "transfer_summary")
     tables = {
         name: rows
         if isinstance(rows, pd.DataFrame)
         else pd.DataFrame(rows, columns=list(ROW_TABLES[name])).astype(ROW_TABLES[name])
         for name, rows in t.items()
+        if name not in derived
     }
+    tables["task_power"] = task_power(tables["eval_items"])
+    tables["paired_comparisons"] = paired_comparisons(tables["eval_items"], "regmix", settings["seed"])
+    tables["transfer"], tables["transfer_summary"] = transfer_tables(
+        tables["large_runs"], tables["candidate_predictions"], parse_target(target, domains).label, settings["seed"]
+    )
     return tables, read.inputs
 
 

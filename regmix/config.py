@@ -17,8 +17,20 @@ from typing import Any
 
 import yaml
 
+from regmix.targets import TargetError, parse_target
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 WEIGHT_SUM_TOLERANCE = 1e-3
+
+# Rows a regressor needs at least, whatever cv_folds says (the regression reads this too).
+MIN_FIT_ROWS = 4
+# Names the swarm tables use for their own columns next to the domains' (mixtures.csv:
+# index; losses.csv: index, mean; choose's top-k CSV: rank, predicted; the pivots of the
+# results database: mix_id, domain, candidate). Compared ignoring case: DuckDB does.
+RESERVED_DOMAIN_NAMES = frozenset({"index", "mean", "rank", "predicted", "mix_id", "domain", "candidate"})
+# Built-in candidates; a named mixture may not take their names (nor random_NNN).
+RESERVED_CANDIDATE_NAMES = frozenset({"regmix", "prior", "uniform"})
+RANDOM_CANDIDATE_PREFIX = "random_"
 
 
 def config_dir() -> Path:
@@ -66,8 +78,39 @@ def _validator_with_defaults(schema: dict):
                             instance[key][k] = copy.deepcopy(s["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema_)
 
-    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    # jsonschema counts 8.0 as an integer and NaN/inf as numbers; a config means neither
+    # (range(8.0) fails inside a job, a NaN learning rate trains nothing)
+    type_checker = base.TYPE_CHECKER.redefine_many(
+        {
+            "integer": lambda _, value: isinstance(value, int) and not isinstance(value, bool),
+            "number": lambda _, value: (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ),
+        }
+    )
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=type_checker)
     return cls(schema)
+
+
+def _schema_message(err, name_pattern: str) -> str:
+    """A jsonschema error as one line naming the key, in the user's terms."""
+    where, value = _key(err.absolute_path), err.instance
+    if err.validator == "additionalProperties":
+        extra = sorted(map(str, set(value) - set(err.schema.get("properties", {}))))
+        return f"config key '{where}': unknown key(s) {extra}"
+    if err.validator == "type" and isinstance(value, float):
+        expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        if not math.isfinite(value):
+            return f"config key '{where}' = {value!r}: must be a finite number"
+        if "integer" in expected:
+            return f"config key '{where}' = {value!r}: must be a whole number written without a decimal point"
+    if err.validator == "pattern" and err.validator_value == name_pattern:
+        what = "name" if "propertyNames" in err.schema_path else "value"
+        return (
+            f"config key '{where}': {what} {value!r} is not a valid name: a letter, then at most 63 letters, "
+            "digits or _ (names become file names, wildcards and shell words)"
+        )
+    return f"config key '{where}' = {value!r}: {err.message}"
 
 
 def _key(path) -> str:
@@ -99,23 +142,23 @@ def validate_config(config: dict | None) -> dict:
     config = copy.deepcopy(config or {})
     validator = _validator_with_defaults(load_schema())
     # defaults first (the validator fills them while it walks), then report errors
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        err = errors[0]
-        if err.validator == "additionalProperties":
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            where = _key(err.absolute_path)
-            raise ConfigError(f"config key {where!s}: unknown key(s) {extra}")
-        raise ConfigError(f"config key '{_key(err.absolute_path)}' = {err.instance!r}: {err.message}")
+        raise ConfigError(_schema_message(errors[0], validator.schema["$defs"]["name"]["pattern"]))
     _check_semantics(config)
     return config
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    from regmix import files
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = files.read_yaml(path) or {}
+    except files.BadFileError as err:  # a YAML syntax error is the config's fault: exit 2
+        raise ConfigError(str(err)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     raw.update(overrides or {})
@@ -138,8 +181,67 @@ def check_weights(weights: Any, domains: list[str], key: str) -> dict[str, float
     return {d: float(weights.get(d, 0.0)) / total for d in domains}
 
 
+def _check_names(config: dict) -> None:
+    """Names become file names, wildcards, table columns: none may be reserved, and no two
+    may differ only in case (a case-insensitive file system, or DuckDB, would merge them)."""
+    domains = config["domains"]
+    for domain in domains:
+        if domain.lower() in RESERVED_DOMAIN_NAMES:
+            raise ConfigError(
+                f"config key 'domains': {domain!r} is reserved (the tables use it for a column of their own; "
+                f"reserved: {sorted(RESERVED_DOMAIN_NAMES)})"
+            )
+    for name in config["large"]["named"]:
+        lowered = name.lower()
+        if lowered in RESERVED_CANDIDATE_NAMES or lowered.startswith(RANDOM_CANDIDATE_PREFIX):
+            raise ConfigError(
+                f"config key 'large.named.{name}': name is reserved for a built-in candidate "
+                f"({', '.join(sorted(RESERVED_CANDIDATE_NAMES))}, {RANDOM_CANDIDATE_PREFIX}NNN)"
+            )
+    for key, names in (("domains", domains), ("large.named", list(config["large"]["named"]))):
+        seen: dict[str, str] = {}
+        for name in names:
+            if name.lower() in seen:
+                raise ConfigError(
+                    f"config key '{key}': {seen[name.lower()]!r} and {name!r} differ only in case "
+                    "(they would share files on a case-insensitive file system)"
+                )
+            seen[name.lower()] = name
+
+
+def _check_feasibility(config: dict) -> None:
+    """What a later stage would refuse, refused before the first job runs."""
+    count, folds = config["mixtures"]["count"], config["regression"]["cv_folds"]
+    if count < max(folds, MIN_FIT_ROWS):
+        raise ConfigError(
+            f"config key 'mixtures.count' = {count}: the regression needs at least {max(folds, MIN_FIT_ROWS)} "
+            f"proxy runs (regression.cv_folds = {folds}, and never fewer than {MIN_FIT_ROWS} rows)"
+        )
+    mix = config["mixtures"]
+    if mix["concentration_min"] > mix["concentration_max"]:
+        raise ConfigError(
+            f"config key 'mixtures.concentration_min' = {mix['concentration_min']}: "
+            f"above mixtures.concentration_max = {mix['concentration_max']}"
+        )
+    if mix["concentration_steps"] == 1 and mix["concentration_min"] != mix["concentration_max"]:
+        raise ConfigError(
+            "config key 'mixtures.concentration_steps' = 1: one step draws only concentration_min; "
+            "set concentration_max equal to it or use more steps"
+        )
+    block = config["large"]["resources"]
+    world = max(block["gpus"], 1) * block["nodes"]
+    batch, micro = config["large"]["global_batch"], config["large"]["micro_batch"]
+    if batch % world or (batch // world) % min(micro, batch // world or 1):
+        raise ConfigError(
+            f"config key 'large.global_batch' = {batch}: must split evenly over {world} processes "
+            f"(large.resources gpus x nodes) in micro-batches of large.micro_batch = {micro}"
+        )
+
+
 def _check_semantics(config: dict) -> None:
     domains = config["domains"]
+    _check_names(config)
+    _check_feasibility(config)
     models = load_models()
     for stage in ("proxy", "large"):
         name = config[stage]["model"]
@@ -157,12 +259,11 @@ def _check_semantics(config: dict) -> None:
                 f"config key '{stage}.warmup_steps' = {config[stage]['warmup_steps']}: must be below {stage}.steps"
             )
     for name, weights in config["large"]["named"].items():
-        if name in ("regmix", *config["large"]["baselines"]) or name.startswith("random_"):
-            raise ConfigError(f"config key 'large.named.{name}': name is reserved for a built-in candidate")
         check_weights(weights, domains, f"large.named.{name}")
-    target = config["regression"]["target"]
-    if target != "mean" and target not in domains:
-        raise ConfigError(f"config key 'regression.target' = {target!r}: not a domain (domains: {domains}) nor 'mean'")
+    try:
+        parse_target(config["regression"]["target"], domains)
+    except TargetError as err:
+        raise ConfigError(str(err)) from None
     limits = config["data"]["token_limit"] or {}
     unknown = sorted(set(limits) - set(domains))
     if unknown:
@@ -183,7 +284,7 @@ def _check_semantics(config: dict) -> None:
 def candidate_names(config: dict) -> list[str]:
     """Large-model candidates, in a fixed order: regmix, baselines, named, random."""
     names = ["regmix", *config["large"]["baselines"], *config["large"]["named"]]
-    names += [f"random_{i:03d}" for i in range(config["large"]["random_candidates"])]
+    names += [f"{RANDOM_CANDIDATE_PREFIX}{i:03d}" for i in range(config["large"]["random_candidates"])]
     return names
 
 
@@ -255,8 +356,20 @@ def stage_settings(config: dict, stage: str) -> dict:
             "large_train_tokens": large_train_tokens(config),
         }
     if stage == "eval_tasks":
-        keys = ("docs_per_task", "max_doc_chars", "mc_choices", "mc_context_chars", "mc_continuation_chars")
-        return {**base, "data": config["data"], "evaluate": {k: config["evaluate"][k] for k in keys}}
+        keys = (
+            "docs_per_task",
+            "perplexity_docs_per_task",
+            "max_doc_chars",
+            "mc_choices",
+            "mc_context_chars",
+            "mc_continuation_chars",
+        )
+        return {
+            **base,
+            "data": config["data"],
+            "evaluate": {k: config["evaluate"][k] for k in keys},
+            "window": model_architecture(config["large"]["model"])["seq_len"],
+        }
     if stage == "evaluate":
         return {**base, "evaluate": {k: v for k, v in config["evaluate"].items() if k != "resources"}}
     if stage in ("summary", "collect", "plots"):
@@ -265,6 +378,7 @@ def stage_settings(config: dict, stage: str) -> dict:
             "regression": config["regression"],
             "candidates": candidate_names(config),
             "mixture_ids": mixture_ids(config),
+            "log_samples": config["evaluate"]["log_samples"],
         }
     if stage == "archive":
         return {**base, "archive": config["archive"], "container": config["container"]}

@@ -1,12 +1,15 @@
 """Downstream evaluation with lm-evaluation-harness.
 
-`make-tasks` turns held-out (valid split) documents into local lm-eval tasks: one
-perplexity / bits-per-byte task per domain (`loglikelihood_rolling`) and one
-multiple-choice task per domain (pick the true continuation of a document among
-continuations cut from other held-out documents of the same domain, so the task tests
-coherence rather than telling domains apart). `evaluate` runs `lm_eval.simple_evaluate`
-on a Hugging Face checkpoint for every configured shot count and writes lm-eval's own
-result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
+`make-tasks` turns held-out (valid split) documents into local lm-eval tasks, per domain:
+- `regmix_ppl_<domain>`: perplexity / bits per byte (`loglikelihood_rolling`);
+- `regmix_mc_<domain>`: pick the true continuation of a document among continuations cut
+  from other held-out documents of the same domain (coherence, not telling domains apart);
+- `regmix_line_<domain>`: pick the true next line of a document among lines of other
+  held-out documents of the same domain (a line-structured domain: code, data, arithmetic).
+Every choice is capped in UTF-8 bytes below the model's window: a byte-level BPE never
+makes more tokens than bytes, and lm-eval refuses a continuation longer than the window.
+`evaluate` runs `lm_eval.simple_evaluate` on a Hugging Face checkpoint for every
+configured shot count and writes lm-eval's own result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from regmix.config import parse_settings
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
 MULTIPLE_CHOICE = "multiple_choice"
+NEXT_LINE = "next_line"
+# a line shorter than this (stripped) says too little to be a question or a distractor
+MIN_LINE_CHARS = 4
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -76,7 +82,7 @@ def _choice_items(
             return None
         context, continuation = (
             text[max(0, pos - ev["mc_context_chars"]) : pos],
-            text[pos : pos + ev["mc_continuation_chars"]],
+            _cap_bytes(text[pos : pos + ev["mc_continuation_chars"]], ev["mc_continuation_chars"]),
         )
         return (context, continuation) if context.strip() and continuation.strip() else None
 
@@ -92,6 +98,67 @@ def _choice_items(
         choices = [continuation, *rng.sample(others, ev["mc_choices"] - 1)]
         rng.shuffle(choices)
         items.append({"context": context, "choices": choices, "label": choices.index(continuation)})
+    return items
+
+
+def _cap_bytes(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes (never inside a character)."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _line_context(before: list[str], max_chars: int) -> str:
+    """The last whole lines of `before` that fit in `max_chars` (ending in a newline); the
+    end of the last line alone when even that one is longer."""
+    taken: list[str] = []
+    size = 0
+    for line in reversed(before):
+        if size + len(line) + 1 > max_chars:
+            break
+        taken.insert(0, line)
+        size += len(line) + 1
+    if not taken:
+        return before[-1][-(max_chars - 1) :] + "\n"
+    return "\n".join(taken) + "\n"
+
+
+def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict, limit: int, rng: random.Random):
+    """Next-line items: the lines before a cut as context, the true next line, and lines of
+    *other* documents in `pool` (same domain) as distractors; at most `limit`, taking each
+    document's first item, then each second, ... Context and choices are capped in bytes."""
+    cap = ev["mc_continuation_chars"]
+
+    def lines(text: str) -> list[str]:
+        return text.split("\n")
+
+    pool_lines = sorted(
+        {(d, _cap_bytes(line, cap)) for d, text in pool for line in lines(text) if len(line.strip()) >= MIN_LINE_CHARS}
+    )
+    per_doc = []
+    for doc, text in docs:
+        rows = lines(text)
+        positions = [
+            i for i in range(1, len(rows)) if len(rows[i].strip()) >= MIN_LINE_CHARS and "".join(rows[:i]).strip()
+        ]
+        rng.shuffle(positions)
+        per_doc.append((doc, rows, positions, {_cap_bytes(line, cap).strip() for line in rows}))
+    items, seen = [], set()
+    for depth in range(max((len(p[2]) for p in per_doc), default=0)):
+        for doc, rows, positions, own in per_doc:
+            if depth >= len(positions) or len(items) >= limit:
+                continue
+            i = positions[depth]
+            truth = _cap_bytes(rows[i], cap)
+            context = _line_context(rows[:i], ev["mc_context_chars"])
+            # a distractor never occurs in the item's own document (it could be a right answer)
+            others = sorted({line for d, line in pool_lines if d != doc and line.strip() not in own})
+            # lm-eval moves a context's trailing whitespace into the continuation and refuses an
+            # empty context, so a context of blank lines alone is no item
+            if not context.strip() or len(others) < ev["mc_choices"] - 1 or (context, truth) in seen:
+                continue
+            seen.add((context, truth))
+            choices = [truth, *rng.sample(others, ev["mc_choices"] - 1)]
+            rng.shuffle(choices)
+            items.append({"context": context, "choices": choices, "label": choices.index(truth)})
     return items
 
 
@@ -160,7 +227,12 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
 
 def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path) -> dict:
     ev = settings["evaluate"]
-    index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}}
+    if ev["mc_continuation_chars"] >= settings["window"]:
+        raise ValueError(
+            f"config key 'evaluate.mc_continuation_chars' = {ev['mc_continuation_chars']}: a choice must fit the "
+            f"large model's window of {settings['window']} tokens (choices are capped in bytes, at most one token each)"
+        )
+    index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
     for domain in settings["domains"]:
         docs = [t for t in sources.iter_documents(settings, corpus_dir, domain, "valid") if t.strip()]
         if not docs:
@@ -179,7 +251,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
         fewshot_docs = [_segments(t, size) for t in docs[:n_fewshot]]
         test_docs = [_segments(t, size) for t in docs[n_fewshot:]]
         segments = _interleave(test_docs, ev["docs_per_task"])
-        texts = [{"text": text} for _, text in segments]
+        texts = [{"text": text} for _, text in _interleave(test_docs, ev["perplexity_docs_per_task"])]
         ppl_task = f"regmix_ppl_{domain}"
         _write_jsonl(staging / f"{ppl_task}.jsonl", texts)
         files.write_yaml(staging / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
@@ -204,7 +276,29 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             staging / f"{mc_task}.yaml",
             _choice_yaml(mc_task, out_dir / f"{mc_task}.jsonl", out_dir / f"{mc_task}.fewshot.jsonl"),
         )
-        for task, kind, n in ((ppl_task, PERPLEXITY, len(texts)), (mc_task, MULTIPLE_CHOICE, len(items))):
+        built = [(ppl_task, PERPLEXITY, len(texts)), (mc_task, MULTIPLE_CHOICE, len(items))]
+
+        line_task = f"regmix_line_{domain}"
+        whole = list(enumerate(docs[n_fewshot:]))
+        line_items = _line_items(whole, whole, ev, ev["docs_per_task"], rng)
+        # like the continuation task's shots: from the few-shot documents, distractors from anywhere
+        shot_docs = [(-1 - d, t) for d, t in enumerate(docs[:n_fewshot])]
+        line_shots = _line_items(shot_docs, shot_docs + whole, ev, 16, rng)
+        if len(line_items) >= ev["mc_choices"] and line_shots:
+            _write_jsonl(staging / f"{line_task}.jsonl", line_items)
+            _write_jsonl(staging / f"{line_task}.fewshot.jsonl", line_shots)
+            files.write_yaml(
+                staging / f"{line_task}.yaml",
+                _choice_yaml(line_task, out_dir / f"{line_task}.jsonl", out_dir / f"{line_task}.fewshot.jsonl"),
+            )
+            built.append((line_task, NEXT_LINE, len(line_items)))
+        else:  # prose without line breaks has no next line to choose: said in the index and the log
+            index["skipped"][line_task] = (
+                f"{len(line_items)} next-line items and {len(line_shots)} few-shot examples from the held-out "
+                f"documents of {domain!r} (needs {ev['mc_choices']} and 1: documents of several lines of at least "
+                f"{MIN_LINE_CHARS} characters)"
+            )
+        for task, kind, n in built:
             index["tasks"].append(task)
             index["kinds"][task] = kind
             index["domains"][task] = domain
@@ -222,6 +316,8 @@ def make_tasks_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     index = make_tasks(parse_settings(args.settings), args.corpus, args.out)
     print(f"wrote {len(index['tasks'])} tasks to {args.out}: {', '.join(index['tasks'])}")
+    for task, why in index["skipped"].items():
+        print(f"no task {task}: {why}")
     return 0
 
 
@@ -308,7 +404,10 @@ def evaluate(
         if result is None:  # only non-zero ranks of a distributed run return None
             raise RuntimeError("lm_eval.simple_evaluate returned no results")
         for task, task_samples in (result.pop("samples", None) or {}).items():
-            samples += [{"shots": shots, "task": task, **s} for s in task_samples]
+            # `arguments` repeats the context once per choice: the item itself is in `doc`
+            samples += [
+                {"shots": shots, "task": task, **{k: v for k, v in s.items() if k != "arguments"}} for s in task_samples
+            ]
         # round-trip through lm-eval's own serializer so the stored dict is what it would write
         runs[str(shots)] = json.loads(json.dumps(result, default=lm_eval.utils.handle_non_serializable))
     inputs = [model_dir] + ([tasks_dir] if tasks_dir else [])

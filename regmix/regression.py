@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from regmix import files
 from regmix.config import load_schema, parse_settings
+from regmix.targets import parse_target
 
 MODEL_FILE = "model.pkl"
 # rows of one GP kernel block when predicting (bounds memory: rows x train rows x 8 bytes)
@@ -130,14 +131,9 @@ def _pivot(long: pd.DataFrame, value: str, where: str, fill: float | None) -> pd
     return wide.astype(float)
 
 
-def target_values(losses: pd.DataFrame, target: str, where: str = "losses") -> np.ndarray:
-    if target not in losses.columns:
-        raise ValueError(f"{where}: target column {target!r} not found (columns: {list(losses.columns)})")
-    values = pd.to_numeric(losses[target], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        bad = losses.index[~np.isfinite(values)][0]
-        raise ValueError(f"{where}: target {target!r} is missing or not finite for index {bad!r}")
-    return values
+def target_values(losses: pd.DataFrame, target: str | dict, where: str = "losses") -> np.ndarray:
+    """The target (a loss column, `mean`, or a {set: weight} objective) for each row."""
+    return parse_target(target, list(losses.columns)).values(losses, where)
 
 
 # ----------------------------------------------------------------------------- regressors

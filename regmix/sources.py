@@ -20,18 +20,21 @@ Kinds (keys in config/schema.yaml under data.source):
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import hashlib
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from regmix.config import ConfigError
+from regmix.files import BadFileError
 
 SPLITS = ("train", "valid")
 
@@ -87,6 +90,34 @@ def open_binary(path: str | Path) -> BinaryIO:
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
         return io.BufferedReader(reader, buffer_size=1 << 20)
     return open(name, "rb")
+
+
+class CorruptFileError(BadFileError):
+    """An input file that cannot be read to its end: truncated or corrupt compression, or
+    a Parquet file its library cannot open. The message names the file."""
+
+
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [EOFError, zlib.error, gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:  # no .zst file can be opened then either
+        pass
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def read_binary(path: str | Path) -> Iterator[BinaryIO]:
+    """`open_binary`, where a decompression failure while reading (a truncated .gz ends in
+    EOFError, a corrupt .zst in ZstdError) is a CorruptFileError naming the file."""
+    try:
+        with open_binary(path) as handle:
+            yield handle
+    except _decompression_errors() as err:
+        detail = str(err) or type(err).__name__
+        raise CorruptFileError(path, f"truncated or corrupt compressed file ({type(err).__name__}: {detail})") from None
 
 
 def jsonl_domain(filename: str) -> str | None:
@@ -361,7 +392,7 @@ def _checked_text(text, where: str):
 
 def _jsonl_records(files: list[str], text_field: str):
     for path in files:
-        with open_binary(path) as handle:
+        with read_binary(path) as handle:
             for lineno, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -381,7 +412,7 @@ def _jsonl_records(files: list[str], text_field: str):
 
 def _text_records(files: list[str], unit: str):
     for path in files:
-        with open_binary(path) as handle:
+        with read_binary(path) as handle:
             if unit == "file":
                 try:
                     yield handle.read().decode("utf-8"), path
@@ -409,10 +440,14 @@ def _arrow_column(table, dotted: str):
 
 
 def _parquet_records(files: list[str], text_column: str):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for path in files:
-        parquet = pq.ParquetFile(path)
+        try:
+            parquet = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as err:
+            raise CorruptFileError(path, f"not a readable Parquet file ({err})") from None
         root = text_column.split(".")[0]
         if root not in parquet.schema_arrow.names:
             yield _BAD, f"{path}: no column {text_column!r} (columns: {parquet.schema_arrow.names})"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
+from regmix.targets import parse_target
 
 
 def _query(db: Path, sql: str) -> pd.DataFrame:
@@ -82,6 +83,73 @@ def _rank_agreement(table: pd.DataFrame) -> float | None:
     return float(spearmanr(rows["achieved_target"], rows["mean_task_rank"]).statistic)
 
 
+def _evidence_sections(db: Path) -> list[str]:
+    """Transfer from proxies to large models, task power and regmix's paired comparisons."""
+    parts = []
+    transfer = _query(db, "SELECT * FROM transfer_summary")
+    if len(transfer):
+        t = transfer.iloc[0]
+        parts += [
+            "",
+            "## Transfer from proxies to large models",
+            "",
+            f"Spearman ρ between the regression's predicted target and the large models' achieved target over "
+            f"{int(t.candidates)} candidates: {_fmt(t.spearman, 2)} (95% bootstrap CI {_fmt(t.ci_low, 2)} .. "
+            f"{_fmt(t.ci_high, 2)}). `regmix` ranks {_fmt(t.regmix_achieved_rank, 0)} of {int(t.candidates)} on "
+            f"the achieved target (predicted rank {_fmt(t.regmix_predicted_rank, 0)}).",
+        ]
+    power = _query(db, "SELECT * FROM task_power ORDER BY task")
+    if len(power):
+        parts += [
+            "",
+            "## Which downstream tasks can tell the candidates apart",
+            "",
+            "Spread: best minus worst candidate's mean score; a task tells candidates apart when some pair's "
+            "paired per-item difference exceeds 2 of its stderr.",
+            "",
+            _markdown_table(
+                ["task", "metric", "items", "spread", "mean stderr", "max pair z", "pairs apart", "tells apart"],
+                [
+                    [
+                        f"`{r.task}`",
+                        r.metric,
+                        str(r.items),
+                        _fmt(r.spread),
+                        _fmt(r.mean_stderr),
+                        _fmt(r.max_pair_z, 1),
+                        f"{r.pairs_apart}/{r.pairs}",
+                        "yes" if r.can_tell_apart else "no",
+                    ]
+                    for r in power.itertuples()
+                ],
+            ),
+        ]
+    paired = _query(db, "SELECT * FROM paired_comparisons ORDER BY task, other")
+    if len(paired):
+        parts += [
+            "",
+            "## `regmix` against each candidate, item by item",
+            "",
+            "Mean per-item difference (positive: regmix better), 95% bootstrap CI over items.",
+            "",
+            _markdown_table(
+                ["task", "against", "items", "difference", "95% CI", "verdict"],
+                [
+                    [
+                        f"`{r.task}`",
+                        f"`{r.other}`",
+                        str(r.items),
+                        f"{r.mean_difference:+.4f}",
+                        f"{r.ci_low:+.4f} .. {r.ci_high:+.4f}",
+                        r.verdict,
+                    ]
+                    for r in paired.itertuples()
+                ],
+            ),
+        ]
+    return parts
+
+
 def render_markdown(
     table: pd.DataFrame,
     task_columns: list[str],
@@ -92,9 +160,12 @@ def render_markdown(
     record: dict,
 ) -> str:
     target = settings["regression"]["target"]
-    what = (
-        "the mean validation loss over all domains" if target == "mean" else f"the validation loss on domain `{target}`"
-    )
+    if target == "mean":
+        what = "the mean validation loss over all domains"
+    elif isinstance(target, str):
+        what = f"the validation loss on domain `{target}`"
+    else:
+        what = f"the weighted validation loss `{parse_target(target, settings['domains']).label}`"
     parts = [
         "# RegMix run summary",
         "",
@@ -152,6 +223,7 @@ def render_markdown(
                 f"target loss and the mean task rank over {len(table)} candidates: {agreement:+.2f} "
                 "(+1: same order).",
             ]
+    parts += _evidence_sections(db)
     if cv:
         parts += [
             "",

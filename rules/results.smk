@@ -17,6 +17,7 @@ rule build_database:
         candidates=expand(f"{R}/candidates/{{candidate}}.yaml", candidate=CANDIDATES),
         large=expand(f"{R}/large/{{candidate}}/losses.json", candidate=CANDIDATES),
         evals=expand(f"{R}/eval/{{candidate}}.json", candidate=CANDIDATES),
+        samples=expand(f"{R}/eval/{{candidate}}.samples.jsonl", candidate=CANDIDATES) if LOG_SAMPLES else [],
         code=code_files("collect"),
     output:
         database=f"{R}/regmix.duckdb",

@@ -34,6 +34,7 @@ def settings() -> dict:
         "regression": {"regressor": "lightgbm", "target": TARGET, "cv_folds": 3, "seed": 0},
         "candidates": CANDIDATES,
         "mixture_ids": MIX_IDS,
+        "log_samples": False,
     }
 
 

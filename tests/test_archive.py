@@ -178,3 +178,84 @@ def test_missing_report_is_recorded_not_faked(tmp_path, results):
     with tarfile.open(out) as tar:
         record = json.loads(tar.extractfile("run/PROVENANCE.json").read())
     assert record["absent_optional_files"] == [str(tmp_path / "no-report.html")]
+
+
+def _crafted(path: Path, members, manifest_names=None) -> Path:
+    """A tar.gz of `members` (name, data or ("type", tarfile type)) whose manifest lists
+    `manifest_names` (default: every regular member's name under regmix-run/)."""
+    entries = []
+    for name, content in members:
+        info = tarfile.TarInfo(name)
+        if isinstance(content, tuple):  # ("type", a tarfile type constant)
+            info.type, info.linkname, content = content[1], "/etc/passwd", None
+        else:
+            info.size = len(content)
+        entries.append((info, content))
+    if manifest_names is None:
+        manifest_names = [i.name.removeprefix("regmix-run/") for i, c in entries if c is not None]
+    data = {i.name: c for i, c in entries if c is not None}
+    lines = "".join(
+        f"{hashlib.sha256(data.get(f'regmix-run/{n}', data.get(n, b''))).hexdigest()}  {n}\n" for n in manifest_names
+    ).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        manifest = tarfile.TarInfo(f"regmix-run/{archive.MANIFEST}")
+        manifest.size = len(lines)
+        tar.addfile(manifest, io.BytesIO(lines))
+        for info, content in entries:
+            tar.addfile(info, io.BytesIO(content) if content is not None else None)
+    return path
+
+
+UNSAFE = {
+    "dotdot": ([("regmix-run/../evil.txt", b"x")], None, "not a plain relative path"),
+    "absolute": ([("/tmp/evil.txt", b"x")], ["/tmp/evil.txt"], "not a plain relative path"),
+    "outside": ([("other/evil.txt", b"x")], ["../other/evil.txt"], "outside the archive's folder"),
+    "symlink": ([("regmix-run/link", ("type", tarfile.SYMTYPE))], [], "a link"),
+    "hardlink": ([("regmix-run/link", ("type", tarfile.LNKTYPE))], [], "a link"),
+    "device": ([("regmix-run/dev", ("type", tarfile.CHRTYPE))], [], "device or special file"),
+    "fifo": ([("regmix-run/pipe", ("type", tarfile.FIFOTYPE))], [], "device or special file"),
+    "duplicate": ([("regmix-run/a.txt", b"x"), ("regmix-run/a.txt", b"y")], ["a.txt"], "appears twice"),
+    "manifest_dotdot": ([("regmix-run/a.txt", b"x")], ["a.txt", "../a.txt"], "not a plain relative path"),
+    "manifest_absolute": ([("regmix-run/a.txt", b"x")], ["a.txt", "/etc/passwd"], "not a plain relative path"),
+    "manifest_twice": ([("regmix-run/a.txt", b"x")], ["a.txt", "a.txt"], "a second time"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_verify_refuses_unsafe_archives_and_extracts_nothing(tmp_path, monkeypatch, capsys, case):
+    members, manifest_names, reason = UNSAFE[case]
+    out = _crafted(tmp_path / "crafted.tar.gz", members, manifest_names)
+    work = tmp_path / "work" / "deeper"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert cli_main(["verify-archive", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "match the manifest" not in captured.out
+    assert "refused" in captured.err and reason in captured.err, captured.err
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing extracted anywhere
+
+
+def test_verify_accepts_a_crafted_safe_archive(tmp_path):
+    out = _crafted(tmp_path / "safe.tar.gz", [("regmix-run/a.txt", b"x"), ("regmix-run/sub/b.txt", b"y")])
+    assert archive.verify_archive(out) == 2
+
+
+@pytest.mark.parametrize(
+    "name, plain",
+    [
+        ("a/b.txt", True),
+        ("a", True),
+        ("../a", False),
+        ("a/../b", False),
+        ("/a", False),
+        ("a//b", False),
+        ("./a", False),
+        ("a\\b", False),
+        ("a\nb", False),
+        ("", False),
+        ("a/", False),
+    ],
+)
+def test_plain_relative_path(name, plain):
+    assert archive.plain_relative_path(name) is plain

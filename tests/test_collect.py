@@ -217,3 +217,62 @@ def test_eval_rows_of_registry_tasks_pick_one_primary_metric():
 def test_eval_file_without_results_is_named():
     with pytest.raises(ValueError, match="eval/x.json"):
         collect.eval_rows("x", {"runs": {"0": {"results": {}}}}, "eval/x.json")
+
+
+def test_paired_comparisons_task_power_and_transfer_statistics():
+    import numpy as np
+    import pandas as pd
+
+    from regmix import collect
+
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = rng.random(n)
+    rows = []
+    # regmix right on 80% of items, "close" on 78% (no real difference), "bad" on 40%
+    for cand, p in (("regmix", 0.8), ("close", 0.78), ("bad", 0.4)):
+        # "close" is right on different items than regmix: differences of both signs
+        scores = (truth < p if cand == "regmix" else truth > 1 - p if cand == "close" else rng.random(n) < p) * 1.0
+        rows += [
+            {
+                "candidate": cand,
+                "task": "t",
+                "shots": 0,
+                "doc_id": i,
+                "metric": "acc",
+                "score": s,
+                "higher_is_better": True,
+            }
+            for i, s in enumerate(scores)
+        ]
+    items = pd.DataFrame(rows)
+    paired = collect.paired_comparisons(items, "regmix", seed=0).set_index("other")
+    assert paired.loc["bad", "verdict"] == "better" and paired.loc["bad", "ci_low"] > 0
+    assert (
+        paired.loc["close", "verdict"] == "n.s."
+        and paired.loc["close", "ci_low"] <= 0 <= paired.loc["close", "ci_high"]
+    )
+    assert (
+        abs(
+            paired.loc["bad", "mean_difference"]
+            - (paired.loc["bad", "reference_score"] - paired.loc["bad", "other_score"])
+        )
+        < 1e-12
+    )
+    # lower-is-better metrics are oriented so that positive still means regmix is better
+    flipped = items.assign(score=-items["score"], higher_is_better=False)
+    again = collect.paired_comparisons(flipped, "regmix", seed=0).set_index("other")
+    assert again.loc["bad", "verdict"] == "better"
+    power = collect.task_power(items).iloc[0]
+    assert (
+        power["items"] == n
+        and power["best"] in ("regmix", "close")
+        and power["worst"] == "bad"
+        and bool(power["can_tell_apart"])
+    )
+    same = items[items.candidate != "bad"].assign(score=lambda f: f["doc_id"] % 2 * 1.0)
+    assert not bool(collect.task_power(same).iloc[0]["can_tell_apart"])
+
+    rho, low, high, used = collect.spearman_ci([1, 2, 3, 4, 5, 6], [1.1, 2.5, 2.4, 4.0, 5.2, 6.1], seed=0)
+    assert abs(rho - (1 - 6 * 2 / (6 * 35))) < 1e-9 and low <= rho <= high <= 1 and used > 900
+    assert np.isnan(collect.spearman_ci([1, 1, 1], [1, 2, 3])[0])

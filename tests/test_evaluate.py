@@ -22,6 +22,7 @@ EVAL_DEFAULTS = {
     "num_fewshot": [0],
     "limit": None,
     "docs_per_task": 12,
+    "perplexity_docs_per_task": 12,
     "max_doc_chars": 400,
     "mc_choices": 4,
     "mc_context_chars": 80,
@@ -34,7 +35,7 @@ EVAL_DEFAULTS = {
 
 
 def settings(**evaluate) -> dict:
-    return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}}
+    return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}, "window": 64}
 
 
 def _prose(rng: random.Random) -> str:
@@ -43,7 +44,8 @@ def _prose(rng: random.Random) -> str:
 
 
 def _numbers(rng: random.Random) -> str:
-    return " ".join(f"{rng.randint(0, 99)} + {rng.randint(0, 99)} =" for _ in range(rng.randint(20, 40)))
+    """One sum per line (a line-structured domain: it gets a next-line task)."""
+    return "\n".join(f"{rng.randint(0, 99)} + {rng.randint(0, 99)} =" for _ in range(rng.randint(20, 40)))
 
 
 def write_corpus(root: Path, n_docs: int = 30) -> Path:
@@ -100,7 +102,15 @@ def tiny_model(tmp_path_factory) -> Path:
 def test_make_tasks_writes_perplexity_and_choice_tasks(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     index = ev.make_tasks(settings(), corpus, tmp_path / "tasks")
-    assert index["tasks"] == ["regmix_ppl_prose", "regmix_mc_prose", "regmix_ppl_numbers", "regmix_mc_numbers"]
+    assert index["tasks"] == [
+        "regmix_ppl_prose",
+        "regmix_mc_prose",
+        "regmix_ppl_numbers",
+        "regmix_mc_numbers",
+        "regmix_line_numbers",
+    ]
+    # one-line prose has no next line to choose: the index says so rather than dropping it silently
+    assert list(index["skipped"]) == ["regmix_line_prose"]
     spec = yaml.safe_load((tmp_path / "tasks" / "regmix_ppl_numbers.yaml").read_text())
     data = Path(spec["dataset_kwargs"]["data_files"]["test"])
     assert data.is_absolute() and spec["output_type"] == "loglikelihood_rolling"
@@ -125,6 +135,34 @@ def test_make_tasks_writes_perplexity_and_choice_tasks(tmp_path):
     assert not {s["context"] for s in shots} & {i["context"] for i in items}
     labels = [i["label"] for i in items]
     assert len(set(labels)) > 1, "the true continuation must not always sit at the same position"
+
+
+def test_next_line_items_hold_the_true_line_and_fit_the_window(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    path = corpus / "numbers" / "valid.jsonl"
+    docs = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    # long lines of multi-byte characters: a cap in characters would let them overflow the window
+    docs = [d.replace(" + ", " ÷ " * 12, 1) for d in docs]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    index = ev.make_tasks(settings(docs_per_task=40, mc_context_chars=30), corpus, tmp_path / "tasks")
+    assert index["kinds"]["regmix_line_numbers"] == "next_line" and index["documents"]["regmix_line_numbers"] == 40
+    items = [json.loads(line) for line in (tmp_path / "tasks/regmix_line_numbers.jsonl").read_text().splitlines()]
+    assert len({(i["context"], i["choices"][i["label"]]) for i in items}) == len(items)
+    for item in items:
+        assert len(set(item["choices"])) == 4 and item["context"].endswith("\n") and item["context"].strip()
+        assert len(item["context"]) <= 30
+        assert all(len(c.encode("utf-8")) <= EVAL_DEFAULTS["mc_continuation_chars"] for c in item["choices"])
+        truth = item["choices"][item["label"]]
+        sources = [d for d in docs if item["context"] + truth in d]
+        assert sources, item
+        assert not [c for c in item["choices"] if c != truth and "\n" + c + "\n" in "\n" + sources[0] + "\n"]
+    assert len({i["label"] for i in items}) > 1
+
+
+def test_make_tasks_refuses_choices_longer_than_the_window(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    with pytest.raises(ValueError, match="evaluate.mc_continuation_chars"):
+        ev.make_tasks({**settings(mc_continuation_chars=64), "window": 64}, corpus, tmp_path / "tasks")
 
 
 def test_make_tasks_is_deterministic(tmp_path):
@@ -201,9 +239,10 @@ def test_evaluate_runs_lm_eval_and_merges_shot_counts(tmp_path, tiny_model):
     out = json.loads((tmp_path / "eval" / "c.json").read_text())
     assert out["num_fewshot"] == [0, 1]
     zero, one = out["runs"]["0"]["results"], out["runs"]["1"]["results"]
-    assert set(zero) == {"regmix_ppl_prose", "regmix_mc_prose", "regmix_ppl_numbers", "regmix_mc_numbers"}
+    choice = {"regmix_mc_prose", "regmix_mc_numbers", "regmix_line_numbers"}
+    assert set(zero) == {"regmix_ppl_prose", "regmix_ppl_numbers", *choice}
     # perplexity has no shots: it runs once, at the first shot count
-    assert set(one) == {"regmix_mc_prose", "regmix_mc_numbers"}
+    assert set(one) == choice
     assert out["runs"]["1"]["n-shot"]["regmix_mc_prose"] == 1
     # a random model over a ~300-token vocabulary: about log2(320) bits per token, > 1 bit per byte
     assert zero["regmix_ppl_prose"]["bits_per_byte,none"] > 1.0
@@ -236,8 +275,14 @@ def test_shot_plan_runs_perplexity_once_and_registry_tasks_at_every_count(tmp_pa
     ev.make_tasks(settings(), corpus, tmp_path / "tasks")
     plan = ev._task_plan({**EVAL_DEFAULTS, "num_fewshot": [5, 0, 1]}, tmp_path / "tasks")
     assert list(plan) == [0, 1, 5]
-    assert plan[0] == ["regmix_ppl_prose", "regmix_mc_prose", "regmix_ppl_numbers", "regmix_mc_numbers"]
-    assert plan[1] == plan[5] == ["regmix_mc_prose", "regmix_mc_numbers"]
+    assert plan[0] == [
+        "regmix_ppl_prose",
+        "regmix_mc_prose",
+        "regmix_ppl_numbers",
+        "regmix_mc_numbers",
+        "regmix_line_numbers",
+    ]
+    assert plan[1] == plan[5] == ["regmix_mc_prose", "regmix_mc_numbers", "regmix_line_numbers"]
     paper = ev._task_plan({**EVAL_DEFAULTS, "suite": "lm_eval", "tasks": ["piqa", "sciq"], "num_fewshot": [0, 5]}, None)
     assert paper == {0: ["piqa", "sciq"], 5: ["piqa", "sciq"]}
     with pytest.raises(FileNotFoundError, match="tasks.json"):

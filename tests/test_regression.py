@@ -258,3 +258,72 @@ def test_read_swarm_csvs_rejects_duplicate_index(tmp_path):
     m, l = write_csvs(tmp_path, pd.concat([mixtures, mixtures.iloc[:1]]), losses)
     with pytest.raises(ValueError, match="more than once"):
         read_swarm_csvs(m, l)
+
+
+@pytest.mark.parametrize("regressor", ["gp", "linear", "loglinear"])
+def test_90_percent_interval_covers_about_90_percent_of_held_out_rows(regressor):
+    from regmix.regression import coverage90
+
+    mixtures, losses = swarm(120, seed=4)
+    X, y = mixtures.to_numpy(), losses["docs"].to_numpy()
+    mean, _, std = cross_validate(X, y, regressor, folds=4, seed=0, with_std=True)
+    assert (std > 0).all()
+    assert 0.75 <= coverage90(y, mean, std) <= 0.99
+
+
+def test_loglinear_recovers_a_log_linear_law():
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(4), 60)
+    t = np.array([0.2, -1.0, 0.5, 0.1])
+    mixtures = pd.DataFrame(w, columns=DOMAINS)
+    losses = pd.DataFrame({"docs": 2.0 + np.exp(w @ t)})
+    model = fit_model(mixtures, losses, "docs", "loglinear", folds=4, seed=0)
+    test = rng.dirichlet(np.ones(4), 10)
+    np.testing.assert_allclose(model.predict_weights(test), 2.0 + np.exp(test @ t), atol=1e-6)
+    # the gradient is the law's
+    np.testing.assert_allclose(model.regressor.gradient(test), np.exp(test @ t)[:, None] * t[None, :], atol=1e-5)
+
+
+def test_gp_gradient_matches_finite_differences():
+    mixtures, losses = swarm(30)
+    model = fit_model(mixtures, losses, "docs", "gp", folds=4, seed=0)
+    x = np.array([[0.3, 0.3, 0.2, 0.2]])
+    grad = model.regressor.gradient(x)[0]
+    h = 1e-6
+    numeric = [
+        (model.regressor.predict(x + h * np.eye(4)[d]) - model.regressor.predict(x - h * np.eye(4)[d]))[0] / (2 * h)
+        for d in range(4)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=2e-5)
+
+
+def test_support_distance_and_range_flags():
+    mixtures, losses = swarm(20)
+    model = fit_model(mixtures, losses, "docs", "linear", folds=4, seed=0)
+    distance, nearest, beyond = model.support(np.vstack([mixtures.to_numpy()[3], [1.0, 0.0, 0.0, 0.0]]))
+    assert distance[0] == pytest.approx(0.0, abs=1e-7) and nearest[0] == 3
+    assert distance[1] > 0 and beyond[1, 0] == (1 if mixtures["code"].max() < 1.0 else 0)
+
+
+def test_old_or_foreign_pickle_is_refused_naming_the_file(tmp_path):
+    import pickle
+
+    mixtures, losses = swarm(20)
+    model = fit_model(mixtures, losses, "docs", "linear", folds=4, seed=0)
+    del model.format  # what a pickle from before the format field looks like
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    with pytest.raises(ValueError, match=r"model\.pkl.*rerun `regmix fit`"):
+        load_model(tmp_path)
+
+
+def test_predict_std_writes_std_and_distance(tmp_path):
+    mixtures, losses = swarm(26)
+    m, l = write_csvs(tmp_path, mixtures, losses)
+    out = tmp_path / "reg"
+    args = ["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "linear"]
+    assert regmix_main([*args, "--out", str(out)]) == 0
+    p = tmp_path / "pred.csv"
+    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(m), "--out", str(p), "--std"]) == 0
+    pred = pd.read_csv(p)
+    assert list(pred.columns) == ["index", "prediction", "std", "nearest_proxy_distance"]
+    assert (pred["std"] > 0).all() and np.allclose(pred["nearest_proxy_distance"], 0, atol=1e-7)

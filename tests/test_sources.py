@@ -82,6 +82,24 @@ def test_jsonl_layout_errors_name_the_domain(regmix_layout):
         make_config(["pubmed", "pubmed_central"], {"kind": "jsonl", "path": str(regmix_layout / "missing")})
 
 
+@pytest.mark.parametrize("name, damage", [("pubmed-1.jsonl.gz", "truncate"), ("pubmed_central-0.jsonl.zst", "garble")])
+def test_corrupt_compressed_file_is_one_error_naming_it(regmix_layout, name, damage):
+    path = regmix_layout / "train" / name
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else blob[:4] + b"\xff" * (len(blob) - 4))
+    config = make_config(["pubmed", "pubmed_central"], {"kind": "jsonl", "path": str(regmix_layout)})
+    domain = name.split("-")[0]
+    with pytest.raises(sources.CorruptFileError, match=rf"{name}: truncated or corrupt compressed file") as info:
+        docs(config, domain, "train")
+    assert isinstance(info.value, ValueError) and info.value.path == str(path)
+
+
+def test_unreadable_parquet_file_names_it(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(sources.CorruptFileError, match=r"a.parquet: not a readable Parquet file"):
+        list(sources._parquet_records([str(tmp_path / "a.parquet")], "text"))
+
+
 def test_keys_of_another_kind_are_rejected(regmix_layout):
     with pytest.raises(ConfigError, match=r"text_column.*kind 'jsonl'"):
         make_config(["pubmed", "pubmed_central"], {"kind": "jsonl", "path": str(regmix_layout), "text_column": "t"})

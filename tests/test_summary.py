@@ -53,6 +53,8 @@ def test_summary_ranks_candidates_on_target_and_tasks(tmp_path, database):
     # synthetic run: downstream follows the target weight exactly as the loss does
     assert "mean task rank over 4 candidates: +1.00" in md
     assert "| spearman | 90.0000 | 70.0000 .. 98.0000 |" in md
+    # predicted and achieved target both fall with the weight on b: the transfer is a perfect rank match
+    assert "achieved target over 4 candidates: 1.00" in md and "`regmix` ranks 1 of 4" in md
     sidecar = json.loads((tmp_path / "summary.provenance.json").read_text())
     assert sidecar["settings"] == run.settings() and str(database) in sidecar["inputs"]
 

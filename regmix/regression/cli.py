@@ -1,0 +1,110 @@
+"""`regmix fit` and `regmix predict`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from regmix import files
+from regmix.config import parse_settings
+from regmix.regression.data import _read_indexed_csv, load_swarm_from_duckdb, read_swarm_csvs, target_values
+from regmix.regression.model import fit_model, load_model, regression_defaults, save_model
+from regmix.regression.plots import plot_pred_vs_true
+from regmix.regression.regressors import REGRESSORS, make_regressor
+from regmix.regression.scoring import check_rows, cross_validate, score
+
+
+def fit_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="regmix fit", description="Fit a regressor from mixture weights to a target loss."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mixtures", help="RegMix-format mixtures CSV (index,<domain>...)")
+    source.add_argument("--db", help="pipeline DuckDB file (tables mixtures, proxy_losses) instead of CSVs")
+    parser.add_argument("--losses", help="RegMix-format losses CSV (index,<metric>...); required with --mixtures")
+    parser.add_argument("--target", help="loss column to fit (default: settings' regression.target)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--regressor", help=f"one of {sorted(REGRESSORS)} (default: settings' or schema's regression.regressor)"
+    )
+    parser.add_argument("--settings", help="stage settings JSON (regmix.config.stage_settings(config, 'regression'))")
+    args = parser.parse_args(argv)
+
+    settings = regression_defaults()
+    if args.settings:
+        settings.update(parse_settings(args.settings).get("regression", {}))
+    regressor = args.regressor or settings["regressor"]
+    target = args.target or settings["target"]
+    folds, seed = int(settings["cv_folds"]), int(settings["seed"])
+    make_regressor(regressor)  # fail on a bad name before any work
+
+    if args.mixtures:
+        if not args.losses:
+            parser.error("--losses is required with --mixtures")
+        mixtures, losses = read_swarm_csvs(args.mixtures, args.losses)
+        inputs = [args.mixtures, args.losses]
+    else:
+        mixtures, losses = load_swarm_from_duckdb(args.db)
+        inputs = [args.db]
+    y = target_values(losses, target)
+    X = mixtures.to_numpy(dtype=float)
+    check_rows(len(y), folds)
+
+    out = Path(args.out)
+    oof, fold_of = cross_validate(X, y, regressor, folds, seed)
+    cv = score(y, oof, seed=seed)
+    model = fit_model(mixtures, losses, target, regressor, folds, seed)
+    run_settings = {"regressor": regressor, "target": target, "cv_folds": folds, "seed": seed}
+
+    cv_frame = pd.DataFrame({"index": mixtures.index, "fold": fold_of, "true": y, "predicted": oof})
+    with files.atomic_path(out / "cv_predictions.csv") as tmp:
+        cv_frame.to_csv(tmp, index=False)
+    plot_pred_vs_true(
+        y,
+        oof,
+        cv["spearman"]["value"],
+        target,
+        f"{regressor}: {folds}-fold CV, {len(y)} rows",
+        out / "pred_vs_true.png",
+    )
+    files.write_json(out / "cv.json", {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), **cv})
+    files.write_json(
+        out / "settings.json",
+        {
+            **run_settings,
+            "domains": model.domains,
+            "rows": len(y),
+            "hyperparameters": model.regressor.hyperparameters,
+            "provenance": files.provenance(run_settings, inputs),
+        },
+    )
+    save_model(model, out)  # last: its presence marks a complete fit
+    print(
+        f"regmix fit: {regressor} on {len(y)} rows, target {target}: CV Spearman {cv['spearman']['value']:.2f} "
+        f"(95% CI {cv['spearman']['ci_low']:.2f}..{cv['spearman']['ci_high']:.2f}), RMSE {cv['rmse']['value']:.4f}"
+    )
+    return 0
+
+
+def predict_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="regmix predict", description="Predict the target for each mixture row.")
+    parser.add_argument("--model", required=True, help="directory written by `regmix fit`")
+    parser.add_argument("--mixtures", required=True, help="RegMix-format mixtures CSV")
+    parser.add_argument("--out", required=True, help="output CSV: index,prediction[,std,nearest_proxy_distance]")
+    parser.add_argument(
+        "--std", action="store_true", help="also write the 1-sigma predictive std and the distance to the swarm"
+    )
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    mixtures = _read_indexed_csv(args.mixtures)
+    predictions = model.predict_frame(mixtures, args.mixtures)
+    with files.atomic_path(args.out) as tmp:
+        frame = pd.DataFrame({"index": mixtures.index, "prediction": predictions})
+        if args.std:
+            weights = mixtures[model.domains].div(mixtures[model.domains].sum(axis=1), axis=0).to_numpy(dtype=float)
+            frame["std"] = model.predict_std_weights(weights)
+            frame["nearest_proxy_distance"] = model.support(weights)[0]
+        frame.to_csv(tmp, index=False)
+    return 0
