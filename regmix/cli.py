@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"regmix: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from regmix.container import runtime_line
+
+    if line := runtime_line():
+        print(line, file=sys.stderr)  # the job's log then shows which image ran it
     target, _ = COMMANDS[command]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)

@@ -30,6 +30,12 @@ _validated = validate_config(_raw)
 config.clear()
 config.update(_validated)
 
+# A missing local image is an error now, not at the first job (regmix.container).
+from regmix.container import check_image
+from snakemake.settings.types import DeploymentMethod
+
+check_image(config["container"], DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method)
+
 for _name, _value in offline_environment(config).items():
     os.environ.setdefault(_name, _value)
 
