@@ -34,7 +34,10 @@ config.update(_validated)
 from regmix.container import check_image
 from snakemake.settings.types import DeploymentMethod
 
-check_image(config["container"], DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method)
+check_image(
+    config["container"],
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method,
+)
 
 for _name, _value in offline_environment(config).items():
     os.environ.setdefault(_name, _value)
