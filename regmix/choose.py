@@ -105,7 +105,8 @@ def describe_choice(model: FittedModel, weights: np.ndarray, prior: np.ndarray) 
         distance, nearest, beyond = model.support(row)
         report["support_distance"] = round(float(distance[0]), 8)
         report["nearest_proxy_row"] = int(nearest[0])
-        report["beyond_range"] = {d: ("above" if b > 0 else "below") for d, b in zip(model.domains, beyond[0], strict=True) if b}
+        signs = zip(model.domains, beyond[0], strict=True)
+        report["beyond_range"] = {d: ("above" if b > 0 else "below") for d, b in signs if b}
     return report
 
 
