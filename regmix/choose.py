@@ -90,10 +90,11 @@ def simulate_top_k(
 def describe_choice(model: FittedModel, weights: np.ndarray, prior: np.ndarray) -> dict:
     """How far to trust one mixture: prediction, predictive std, distance to the swarm.
 
-    Only the rows reported get a std (a lightgbm fold ensemble is too slow for a million)."""
-    row = np.asarray(weights, dtype=float)[None, :]
+    Only the rows reported get a std (a lightgbm fold ensemble is too slow for a million).
+    Everything is of the weights as written (rounded): trees split 0 from 1e-12."""
+    row = np.round(np.asarray(weights, dtype=float), 10)[None, :]
     report = {
-        "weights": {d: round(float(w), 10) for d, w in zip(model.domains, row[0], strict=True)},
+        "weights": {d: float(w) for d, w in zip(model.domains, row[0], strict=True)},
         "predicted_target": round(float(model.predict_weights(row)[0]), 8),
         "predicted_std": round(float(model.predict_std_weights(row)[0]), 8),
         "kl_to_prior": round(kl_divergence(row[0], prior), 8),
@@ -152,12 +153,15 @@ def choose(
         box_upper = upper if upper is not None else np.ones(len(domains))
         starts = {"top-k average": mean, "best candidate": rows[0], "prior": prior_vec / prior_vec.sum()}
         best = minimise(model, prior_vec, starts, box_lower, box_upper, kl_weight)
-        topk_objective = objective(model, mean, prior_vec, kl_weight)
-        fallback = best["objective"] > topk_objective or not is_feasible(best["weights"], box_lower, box_upper)
         opt_report = describe_choice(model, best["weights"], prior_vec)
+        written = np.array(list(opt_report["weights"].values()))
+        # compared as written (rounded), so that the kept mixture is the better one in the file too
+        opt_objective = objective(model, written, prior_vec, kl_weight)
+        topk_objective = objective(model, np.array(list(topk_report["weights"].values())), prior_vec, kl_weight)
+        fallback = opt_objective > topk_objective or not is_feasible(written, box_lower, box_upper)
         opt_report.update(
             {
-                "objective": round(best["objective"], 8),
+                "objective": round(opt_objective, 8),
                 "kl_weight": kl_weight,
                 "start": best["start"],
                 "iterations": best["iterations"],

@@ -94,16 +94,15 @@ def test_choice_respects_caps_and_bounds_whatever_the_rule(gp_model, prior, coun
     prior = dict(zip(DOMAINS, np.array(prior) / np.sum(prior), strict=True))
     counts = dict(zip(DOMAINS, counts, strict=True))
     caps = np.minimum(np.array([max_epochs * counts[d] / 10_000 for d in DOMAINS]), 1.0)
-    if caps.sum() < 1.0 or docs_bounds[0] > caps[1]:
-        assume(False)  # no feasible mixture: refused (test below)
+    lower = np.array([0.0, docs_bounds[0], 0.0, 0.0])
+    upper = np.minimum(caps, [1.0, docs_bounds[1], 1.0, 1.0])
+    assume(upper.sum() >= 1.0 and (lower <= upper).all())  # else no mixture is feasible: refused (test below)
     bounds = {"docs": list(docs_bounds)}
     try:
         result, _, _ = choose(gp_model, prior, 1500, 5, 0, max_epochs, counts, 10_000, rule="optimize", bounds=bounds)
     except ValueError as err:  # too few sampled candidates meet the caps: said so, never a bad mixture
         assert "feasible" in str(err)
         assume(False)
-    lower = np.array([0.0, docs_bounds[0], 0.0, 0.0])
-    upper = np.minimum(caps, [1.0, docs_bounds[1], 1.0, 1.0])
     for name, report in result["choices"].items():
         w = np.array([report["weights"][d] for d in DOMAINS])
         assert is_feasible(w, lower, upper, tol=1e-8), name
