@@ -6,7 +6,13 @@ bootstrap CIs), times the choice over 1,000,000 Dirichlet(prior) candidates, and
 compares the chosen mixture with the paper's named 1B mixtures.
 
     python benchmarks/paper_regression.py [--data DIR] [--samples 1000000] [--regressors ensemble gp lightgbm linear]
-                                          [--fit-seeds 0 1 2 3 4]
+                                          [--fit-seeds 0 1 2 3 4] [--rules topk optimize]
+
+`--rules` adds a table per choice rule (choose.rule): the chosen mixture's Pile-CC share,
+its prediction and predictive std by the fitting regressor, its distance to the nearest
+proxy mixture and the domains beyond the swarm's range, its prediction by every other
+regressor, and the rule's wall/CPU seconds (the optimize rule includes the simulation
+that gives its starts).
 """
 
 from __future__ import annotations
@@ -44,18 +50,60 @@ def fmt(metric: dict, digits: int) -> str:
     return f"{metric['value']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
 
 
-def assess_choice(model, prior: dict, named: dict, samples: int, top_k: int):
+def assess_choice(model, prior: dict, named: dict, samples: int, top_k: int, rule: str = "topk"):
     """Choose on `model` (choice seed 0, epoch cap 15); returns the chosen mixture, the
     choice's (wall, CPU) seconds, its L1 distance to the paper's regmix mixture, the
     model's prediction for each named mixture, and whether ours is predicted no worse."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    chosen, _, _ = choose(model, prior, samples, top_k, seed=0, max_epochs=15)
+    chosen, _, _ = choose(model, prior, samples, top_k, seed=0, max_epochs=15, rule=rule)
     seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
     weights = np.array(list(chosen["weights"].values()))
     l1 = float(np.abs(weights - np.array(list(named["regmix"].values()))).sum())
     named_pred = {n: model.predict_mapping(w) for n, w in named.items()}
     no_worse = all(chosen["predicted_target"] <= v + 1e-9 for v in named_pred.values())
     return chosen, seconds, l1, named_pred, no_worse
+
+
+def print_rules(args, rows, models: dict, prior: dict, named: dict) -> None:
+    """One line per (regressor, rule): the choice, how far to trust it, and what the others predict."""
+    print(
+        f"\nChoice rules (epoch cap 15 x prior; std = the fitting regressor's 1-sigma predictive std; "
+        f"dist = Euclidean distance to the nearest of the {len(next(iter(models.values())).swarm)} proxy mixtures)"
+    )
+    header = (
+        f"{'regressor':<10} {'rule':<9} {'wall s':>7} {'CPU s':>6} {'pile_cc':>8} {'pred':>8} {'std':>7} {'dist':>6} "
+        f"{'beyond':>6} {'L1 paper':>8} " + " ".join(f"{'by ' + n:>12}" for n in models) + "  kept"
+    )
+    print(header)
+    print("-" * len(header))
+    topk_runs = {name: (chosen, seconds) for name, _, _, chosen, seconds, *_ in rows}
+    paper = np.array(list(named["regmix"].values()))
+    for name, model in models.items():
+        for rule in args.rules:
+            if rule == "topk":
+                chosen, seconds = topk_runs[name]
+            else:
+                chosen, seconds, *_ = assess_choice(model, prior, named, args.samples, args.top_k, rule)
+            report = chosen["choices"]["optimize" if rule == "optimize" else "topk"]
+            weights = np.array(list(chosen["weights"].values()))
+            by_others = {other: m.predict_weights(weights[None, :])[0] for other, m in models.items()}
+            kept = report.get("kept", "top-k average") if rule == "optimize" else "top-k average"
+            print(
+                f"{name:<10} {rule:<9} {seconds[0]:>7.2f} {seconds[1]:>6.2f} "
+                f"{chosen['weights']['train_the_pile_pile_cc']:>8.3f} {report['predicted_target']:>8.4f} "
+                f"{report['predicted_std']:>7.4f} {report['support_distance']:>6.3f} {len(report['beyond_range']):>6d} "
+                f"{np.abs(weights - paper).sum():>8.3f} "
+                + " ".join(f"{by_others[o]:>12.4f}" for o in models)
+                + f"  {kept}"
+            )
+            if rule == "optimize":
+                top = chosen["choices"]["topk"]
+                print(
+                    f"{'':<10} {'':<9} vs top-k: predicted {top['predicted_target']:.4f} "
+                    f"+- {top['predicted_std']:.4f}, "
+                    f"dist {top['support_distance']:.3f}; optimum from the {report['start']} "
+                    f"({report['iterations']} SLSQP iterations); beyond range: {sorted(report['beyond_range']) or '-'}"
+                )
 
 
 def main(argv: list[str]) -> int:
@@ -74,6 +122,9 @@ def main(argv: list[str]) -> int:
         default=[],
         help="also refit with these seeds (CV split and model seed) and print how the choice moves",
     )
+    parser.add_argument(
+        "--rules", nargs="*", default=[], choices=["topk", "optimize"], help="compare these choice rules"
+    )
     args = parser.parse_args(argv)
     if not (args.data / "train_mixture_1m.csv").is_file():
         print(f"paper data not found under {args.data}", file=sys.stderr)
@@ -84,10 +135,10 @@ def main(argv: list[str]) -> int:
     prior = prior_by_column()
     named = {n: read_mixture_file(args.data / "config_1b" / f"{n}.yaml", list(train_mix.columns)) for n in NAMED}
 
-    rows = []
+    rows, models = [], {}
     for name in args.regressors:
         start = time.perf_counter()
-        model = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=0)
+        model = models[name] = fit_model(train_mix, train_loss, TARGET, name, folds=5, seed=0)
         fit_seconds = time.perf_counter() - start
         test_pred = model.predict_frame(test_mix)
         metrics = score(y_test, test_pred, seed=0)
@@ -103,10 +154,12 @@ def main(argv: list[str]) -> int:
         rows.append((name, metrics, fit_seconds, *assess_choice(model, prior, named, args.samples, args.top_k)))
 
     print(
-        f"RegMix paper data: fit on {len(train_mix)} train runs, scored on {len(y_test)} unseen test runs, target {TARGET}"
+        f"RegMix paper data: fit on {len(train_mix)} train runs, scored on {len(y_test)} unseen test runs, "
+        f"target {TARGET}"
     )
     print(
-        f"Default regressor (config/schema.yaml): {default}. Brackets: 95% bootstrap CI (1000 resamples of test rows).\n"
+        f"Default regressor (config/schema.yaml): {default}. "
+        "Brackets: 95% bootstrap CI (1000 resamples of test rows).\n"
     )
     header = f"{'regressor':<10} {'Spearman x100':<24} {'Pearson x100':<24} {'RMSE':<26} {'paper Sp.':>9} {'fit s':>6}"
     print(header)
@@ -131,10 +184,13 @@ def main(argv: list[str]) -> int:
     for name, _, _, chosen, choose_s, l1, named_pred, best in rows:
         ours = chosen["predicted_target"]
         print(
-            f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} {chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
+            f"{name:<10} {choose_s[0]:>7.2f} {choose_s[1]:>6.2f} {l1:>11.3f} "
+            f"{chosen['weights']['train_the_pile_pile_cc']:>8.3f} {ours:>9.4f} "
             + " ".join(f"{named_pred[n]:>17.4f}" for n in NAMED)
             + f"  {'yes' if best else 'NO'}"
         )
+    if args.rules:
+        print_rules(args, rows, models, prior, named)
     if args.fit_seeds:
         print(
             f"\nStability over fit seeds {args.fit_seeds} (choice seed 0): Spearman / L1 to paper / pile_cc / "

@@ -4,7 +4,14 @@ Candidates are drawn and predicted in chunks, so memory is bounded by the chunk 
 and k whatever the number of samples. Infeasible candidates (a domain needing more
 than max_epochs passes over its train tokens in the large run) are discarded before
 ranking; the average of feasible mixtures is feasible too, because the epoch cap is a
-per-domain upper bound on the weight (a convex set).
+per-domain upper bound on the weight (a convex set). `choose.bounds` ([lo, hi] per
+domain) cut the same box further, for either rule.
+
+`choose.rule: optimize` also minimises the model's prediction directly over that set
+(regmix.regression.optimize) and keeps the optimum unless the top-k average is better by
+the model. Either way the output records, per choice, its prediction, predictive std,
+distance to the nearest proxy mixture and the domains beyond the swarm's range, so a
+user sees what an extrapolating choice costs in trust.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.config import check_choose_bounds, parse_settings
 from regmix.mixtures import epochs_needed, read_prior, read_token_counts, stage_rng, weight_caps
 from regmix.regression import FittedModel, load_model
+from regmix.regression.optimize import is_feasible, kl_divergence, minimise, objective
 
 DEFAULT_CHUNK = 100_000
 
@@ -32,6 +40,7 @@ def simulate_top_k(
     seed: int,
     caps: np.ndarray | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    lower: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(top-k weight rows sorted by predicted target, their predictions, feasible count).
 
@@ -57,6 +66,9 @@ def simulate_top_k(
         if caps is not None:
             ok = (rows <= caps[None, :] * (1 + 1e-9)).all(axis=1)
             rows, order = rows[ok], order[ok]
+        if lower is not None:
+            ok = (rows >= lower[None, :] - 1e-12).all(axis=1)
+            rows, order = rows[ok], order[ok]
         feasible += len(rows)
         if not len(rows):
             continue
@@ -68,10 +80,35 @@ def simulate_top_k(
         best_rows, best_pred, best_order = rows[keep], pred[keep], order[keep]
     if feasible < top_k:
         raise ValueError(
-            f"only {feasible} of {samples} simulated mixtures are feasible under the epoch cap; "
-            f"need top_k = {top_k} (raise --samples or --max-epochs)"
+            f"only {feasible} of {samples} simulated mixtures are feasible under the epoch cap"
+            f"{' and choose.bounds' if lower is not None else ''}; need top_k = {top_k} "
+            "(raise --samples or --max-epochs, or widen choose.bounds)"
         )
     return best_rows, best_pred, feasible
+
+
+def describe_choice(model: FittedModel, weights: np.ndarray, prior: np.ndarray) -> dict:
+    """How far to trust one mixture: prediction, predictive std, distance to the swarm.
+
+    Only the rows reported get a std (a lightgbm fold ensemble is too slow for a million).
+    Everything is of the weights as written (rounded): trees split 0 from 1e-12."""
+    row = np.round(np.asarray(weights, dtype=float), 10)[None, :]
+    report = {
+        "weights": {d: float(w) for d, w in zip(model.domains, row[0], strict=True)},
+        "predicted_target": round(float(model.predict_weights(row)[0]), 8),
+        "predicted_std": round(float(model.predict_std_weights(row)[0]), 8),
+        "kl_to_prior": round(kl_divergence(row[0], prior), 8),
+        "support_distance": None,
+        "nearest_proxy_row": None,
+        "beyond_range": {},
+    }
+    if model.swarm is not None:
+        distance, nearest, beyond = model.support(row)
+        report["support_distance"] = round(float(distance[0]), 8)
+        report["nearest_proxy_row"] = int(nearest[0])
+        signs = zip(model.domains, beyond[0], strict=True)
+        report["beyond_range"] = {d: ("above" if b > 0 else "below") for d, b in signs if b}
+    return report
 
 
 def choose(
@@ -84,24 +121,69 @@ def choose(
     token_counts: dict[str, int] | None = None,
     train_tokens: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    rule: str = "topk",
+    kl_weight: float = 0.0,
+    bounds: dict[str, list[float]] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
+    if rule not in ("topk", "optimize"):
+        raise ValueError(f"config key 'choose.rule' = {rule!r}: must be 'topk' or 'optimize'")
     domains = model.domains
     prior_vec = np.array([prior[d] for d in domains])
     caps = weight_caps(domains, prior, max_epochs, token_counts, train_tokens) if max_epochs is not None else None
-    rows, preds, feasible = simulate_top_k(model, prior_vec, samples, top_k, seed, caps, chunk_size)
+    lower = upper = None
+    if bounds:
+        low, high = check_choose_bounds(bounds, domains)
+        lower = np.array(low)
+        upper = np.minimum(caps if caps is not None else 1.0, np.array(high))
+        if upper.sum() < 1 - 1e-9 or (lower > upper).any():
+            raise ValueError(
+                "config key 'choose.bounds': no mixture meets them together with the epoch caps "
+                f"({ {d: round(float(c), 6) for d, c in zip(domains, upper, strict=True)} } at most)"
+            )
+    else:
+        upper = caps
+    rows, preds, feasible = simulate_top_k(model, prior_vec, samples, top_k, seed, upper, chunk_size, lower)
     mean = rows.mean(axis=0)
     mean = mean / mean.sum()
-    # rounded so that the file is the same bytes on any platform's last-bit arithmetic
-    weights = {d: round(float(w), 10) for d, w in zip(domains, mean)}
+    topk_report = describe_choice(model, mean, prior_vec)
+    choices = {"topk": topk_report}
+    chosen = topk_report
+    if rule == "optimize":
+        box_lower = lower if lower is not None else np.zeros(len(domains))
+        box_upper = upper if upper is not None else np.ones(len(domains))
+        starts = {"top-k average": mean, "best candidate": rows[0], "prior": prior_vec / prior_vec.sum()}
+        best = minimise(model, prior_vec, starts, box_lower, box_upper, kl_weight)
+        opt_report = describe_choice(model, best["weights"], prior_vec)
+        written = np.array(list(opt_report["weights"].values()))
+        # compared as written (rounded), so that the kept mixture is the better one in the file too
+        opt_objective = objective(model, written, prior_vec, kl_weight)
+        topk_objective = objective(model, np.array(list(topk_report["weights"].values())), prior_vec, kl_weight)
+        fallback = opt_objective > topk_objective or not is_feasible(written, box_lower, box_upper)
+        opt_report.update(
+            {
+                "objective": round(opt_objective, 8),
+                "kl_weight": kl_weight,
+                "start": best["start"],
+                "iterations": best["iterations"],
+                "gradient": best["smooth"],
+                "optimizer_message": best["message"],
+                "kept": "top-k average (better by the model)" if fallback else "optimum",
+            }
+        )
+        choices["optimize"] = opt_report
+        chosen = topk_report if fallback else opt_report
     result = {
-        "weights": weights,
-        "predicted_target": round(float(model.predict_weights(mean[None, :])[0]), 8),
+        "weights": chosen["weights"],
+        "predicted_target": chosen["predicted_target"],
         "target": model.target,
+        "rule": rule,
         "top_k_predicted": {
             "best": round(float(preds[0]), 8),
             "worst": round(float(preds[-1]), 8),
             "mean": round(float(preds.mean()), 8),
         },
+        "choices": choices,
+        "bounds": {d: [float(v) for v in b] for d, b in (bounds or {}).items()},
         "epochs": None,
         "max_epochs": max_epochs,
         "top_k": top_k,
@@ -110,7 +192,9 @@ def choose(
         "seed": seed,
     }
     if token_counts is not None and train_tokens:
-        result["epochs"] = {d: round(e, 6) for d, e in epochs_needed(weights, token_counts, train_tokens).items()}
+        result["epochs"] = {
+            d: round(e, 6) for d, e in epochs_needed(result["weights"], token_counts, train_tokens).items()
+        }
     return result, rows, preds
 
 
@@ -198,7 +282,10 @@ def main(argv: list[str]) -> int:
     model = load_model(args.model)
     prior = read_prior(args.prior, model.domains)
     counts = read_token_counts(args.tokens_available, model.domains) if args.tokens_available else None
-    result, rows, preds = choose(model, prior, samples, top_k, seed, max_epochs, counts, train_tokens, chunk)
+    rule, kl_weight, bounds = section.get("rule", "topk"), section.get("kl_weight", 0.0), section.get("bounds", {})
+    result, rows, preds = choose(
+        model, prior, samples, top_k, seed, max_epochs, counts, train_tokens, chunk, rule, kl_weight, bounds
+    )
     inputs = [Path(args.model) / "model.pkl", args.prior] + ([args.tokens_available] if args.tokens_available else [])
     run_settings = {
         "samples": samples,
@@ -206,6 +293,9 @@ def main(argv: list[str]) -> int:
         "seed": seed,
         "max_epochs": max_epochs,
         "train_tokens": train_tokens,
+        "rule": rule,
+        "kl_weight": kl_weight,
+        "bounds": bounds,
     }
     result["provenance"] = files.provenance(run_settings, inputs)
     if args.topk_out:
@@ -221,8 +311,18 @@ def main(argv: list[str]) -> int:
     top = sorted(result["weights"].items(), key=lambda kv: -kv[1])[:3]
     print(
         f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}: "
-        f"predicted {model.target} = {result['predicted_target']:.4f}; largest weights {top}"
+        f"predicted {model.target} = {result['choices']['topk']['predicted_target']:.4f}"
+        f" +- {result['choices']['topk']['predicted_std']:.4f}"
+        f" (distance to the swarm {result['choices']['topk']['support_distance']})"
     )
+    if "optimize" in result["choices"]:
+        opt = result["choices"]["optimize"]
+        print(
+            f"regmix choose: optimised {opt['predicted_target']:.4f} +- {opt['predicted_std']:.4f} "
+            f"(distance {opt['support_distance']}, beyond range: {sorted(opt['beyond_range']) or 'none'}); "
+            f"kept the {opt['kept']}"
+        )
+    print(f"regmix choose: rule {rule}, largest weights {top}")
     return 0
 
 

@@ -168,6 +168,30 @@ def check_weights(weights: Any, domains: list[str], key: str) -> dict[str, float
     return {d: float(weights.get(d, 0.0)) / total for d in domains}
 
 
+def check_choose_bounds(bounds: dict | None, domains: list[str]) -> tuple[list[float], list[float]]:
+    """`choose.bounds` ({domain: [lo, hi]}) as lower and upper shares in `domains` order.
+
+    Refused, naming the key: an unknown domain, lo > hi, or bounds no mixture can meet
+    (lower shares summing above 1, upper shares below 1)."""
+    bounds = bounds or {}
+    unknown = sorted(set(bounds) - set(domains))
+    if unknown:
+        raise ConfigError(f"config key 'choose.bounds': unknown domain(s) {unknown} (known: {domains})")
+    for domain, pair in bounds.items():
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in pair):
+            raise ConfigError(f"config key 'choose.bounds.{domain}' = {pair!r}: must be [lo, hi] with 0 <= lo, hi <= 1")
+        if pair[0] > pair[1]:
+            raise ConfigError(f"config key 'choose.bounds.{domain}' = {list(pair)}: lo is above hi")
+    lower = [float(bounds.get(d, (0.0, 1.0))[0]) for d in domains]
+    upper = [float(bounds.get(d, (0.0, 1.0))[1]) for d in domains]
+    if sum(lower) > 1 + 1e-9 or sum(upper) < 1 - 1e-9:
+        raise ConfigError(
+            f"config key 'choose.bounds': infeasible, lower shares sum to {sum(lower):.6f} and upper shares "
+            f"to {sum(upper):.6f} (a mixture needs sum lo <= 1 <= sum hi)"
+        )
+    return lower, upper
+
+
 def _check_names(config: dict) -> None:
     """Names become file names, wildcards, table columns: none may be reserved, and no two
     may differ only in case (a case-insensitive file system, or DuckDB, would merge them)."""
@@ -258,6 +282,7 @@ def _check_semantics(config: dict) -> None:
     tok = config["tokenizer"]
     if tok["kind"] == "pretrained" and not tok["name"]:
         raise ConfigError("config key 'tokenizer.name' = None: required when tokenizer.kind is 'pretrained'")
+    check_choose_bounds(config["choose"]["bounds"], domains)
     if config["choose"]["top_k"] > config["choose"]["samples"]:
         raise ConfigError(f"config key 'choose.top_k' = {config['choose']['top_k']}: larger than choose.samples")
     if config["evaluate"]["suite"] == "lm_eval" and not config["evaluate"]["tasks"]:

@@ -167,3 +167,59 @@ def test_cli_takes_epoch_cap_and_run_size_from_settings(tmp_path, linear_model):
     assert (chosen["samples"], chosen["top_k"], chosen["seed"], chosen["max_epochs"]) == (2000, 20, 2, 3)
     assert 0.5 < max(chosen["weights"].values()) <= 0.6 + 1e-9  # 'docs' pushed up to its cap
     assert chosen["epochs"]["docs"] == pytest.approx(chosen["weights"]["docs"] * 5)
+
+
+def _choose_cli(tmp_path, model, choose_section, out):
+    save_model(model, tmp_path / "model")
+    (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
+    (tmp_path / "counts.json").write_text(json.dumps({d: {"train": 2000, "valid": 10} for d in DOMAINS}))
+    settings = {"seed": 2, "domains": DOMAINS, "choose": choose_section, "max_epochs": 3, "large_train_tokens": 10_000}
+    return regmix_main(
+        [
+            "choose",
+            "--model",
+            str(tmp_path / "model"),
+            "--prior",
+            str(tmp_path / "prior.yaml"),
+            "--tokens-available",
+            str(tmp_path / "counts.json"),
+            "--settings",
+            json.dumps(settings),
+            "--out",
+            str(out),
+        ]
+    )
+
+
+def test_cli_optimize_rule_reports_both_choices_with_their_trust(tmp_path, linear_model):
+    section = {"samples": 2000, "top_k": 20, "rule": "optimize", "kl_weight": 0.0, "bounds": {"math": [0.05, 0.5]}}
+    outs = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+    for out in outs:
+        assert _choose_cli(tmp_path, linear_model, section, out) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    chosen = yaml.safe_load(outs[0].read_text())
+    assert chosen["rule"] == "optimize" and set(chosen["choices"]) == {"topk", "optimize"}
+    for report in chosen["choices"].values():
+        assert {"predicted_target", "predicted_std", "support_distance", "nearest_proxy_row", "beyond_range"} <= set(
+            report
+        )
+        assert report["predicted_std"] >= 0  # an exact linear law: the fold refits agree
+        assert report["weights"]["math"] >= 0.05 - 1e-9
+        assert max(report["weights"].values()) <= 0.6 + 1e-9  # the epoch cap of every domain
+    opt = chosen["choices"]["optimize"]
+    # linear law, docs best then legal: docs at its cap 0.6, math at its lower bound, the rest to legal
+    assert opt["weights"]["docs"] == pytest.approx(0.6, abs=1e-6)
+    assert opt["weights"]["math"] == pytest.approx(0.05, abs=1e-6)
+    assert opt["weights"]["legal"] == pytest.approx(0.35, abs=1e-6)
+    assert (
+        chosen["weights"] == opt["weights"] and opt["predicted_target"] <= chosen["choices"]["topk"]["predicted_target"]
+    )
+    assert chosen["provenance"]["settings"]["rule"] == "optimize"
+
+
+def test_cli_bad_bounds_are_refused_naming_the_key(tmp_path, linear_model, capsys):
+    section = {"samples": 200, "top_k": 5, "rule": "optimize", "bounds": {"atlantis": [0.0, 0.5]}}
+    assert _choose_cli(tmp_path, linear_model, section, tmp_path / "c.yaml") != 0
+    err = capsys.readouterr().err
+    assert "choose.bounds" in err and "atlantis" in err
+    assert not (tmp_path / "c.yaml").exists()

@@ -42,3 +42,14 @@ def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(def
     for name in NAMED:
         named = read_mixture_file(DATA / "config_1b" / f"{name}.yaml", default_model.domains)
         assert chosen["predicted_target"] <= default_model.predict_mapping(named) + 1e-9, name
+
+
+def test_optimised_choice_is_capped_and_no_worse_than_the_top_k_average(default_model):
+    prior = prior_by_column()
+    chosen, _, _ = choose(default_model, prior, samples=100_000, top_k=100, seed=0, max_epochs=15, rule="optimize")
+    top, opt = chosen["choices"]["topk"], chosen["choices"]["optimize"]
+    weights = np.array([opt["weights"][d] for d in default_model.domains])
+    caps = np.minimum(15 * np.array(list(prior.values())), 1)
+    assert abs(weights.sum() - 1) < 1e-9 and (weights >= -1e-12).all() and (weights <= caps + 1e-9).all()
+    assert opt["predicted_target"] <= top["predicted_target"]
+    assert opt["predicted_std"] > 0 and opt["support_distance"] >= 0
