@@ -253,6 +253,11 @@ def refused_naming(path: Path, call, *args) -> str:
     return str(err.value)
 
 
+# read_csv's default na_values: pandas reads these as missing, not as text
+NA_MARKERS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>"}
+NA_MARKERS |= {"N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+
+
 @settings(max_examples=100, deadline=None, derandomize=True, database=None)
 @given(rows=swarm_rows, text=st.text(min_size=0, max_size=12), where=st.tuples(st.integers(0, 7), st.integers(1, 3)))
 def test_text_in_a_weight_column_is_refused_naming_the_file(rows, text, where):
@@ -269,11 +274,6 @@ def test_text_in_a_weight_column_is_refused_naming_the_file(rows, text, where):
             # neither missing nor a non-finite number to pandas: the reader names the column
             message = refused_naming(mixtures, files.read_csv, mixtures, True, "index")
             assert f"column {DOMAINS[column - 1]!r}" in message, message
-
-
-# read_csv's default na_values: pandas reads these as missing, not as text
-NA_MARKERS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>"}
-NA_MARKERS |= {"N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
