@@ -248,10 +248,12 @@ def test_load_swarm_from_duckdb_matches_csvs(tmp_path):
     db = tmp_path / "regmix.duckdb"
     con = duckdb.connect(str(db))
     long_w = mixtures.reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="weight")
-    losses[DOMAINS].reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="loss")
+    long_l = losses[DOMAINS].reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="loss")
     long_w = long_w[long_w["weight"] > 0.05]  # zero weights may be absent from the table
-    con.execute("CREATE TABLE mixtures AS SELECT * FROM long_w")
-    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM long_l")
+    con.register("long_w_frame", long_w)
+    con.register("long_l_frame", long_l)
+    con.execute("CREATE TABLE mixtures AS SELECT * FROM long_w_frame")
+    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM long_l_frame")
     con.close()
     got_m, got_l = load_swarm_from_duckdb(db)
     expected = mixtures.where(mixtures > 0.05, 0.0)
