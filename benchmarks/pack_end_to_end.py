@@ -87,7 +87,8 @@ def main() -> int:
     seq_len = settings["model"]["seq_len"]
     tokens = k * hp["steps"] * hp["global_batch"] * seq_len
     print(
-        f"{k} demo proxies ({settings['model']['name']}), {hp['steps']} steps x {hp['global_batch']} x {seq_len} tokens each, "
+        f"{k} demo proxies ({settings['model']['name']}), {hp['steps']} steps x {hp['global_batch']} "
+        f"x {seq_len} tokens each, "
         f"{hp['threads']} thread(s) per job, {os.cpu_count()} CPU(s)"
     )
 
@@ -95,14 +96,14 @@ def main() -> int:
         packed_dirs = [Path(tmp) / "packed" / p.stem for p in mixtures]
         single_dirs = [Path(tmp) / "single" / p.stem for p in mixtures]
         packed = train_job(settings, args.results, mixtures, packed_dirs)
-        singles = [train_job(settings, args.results, [m], [d]) for m, d in zip(mixtures, single_dirs)]
+        singles = [train_job(settings, args.results, [m], [d]) for m, d in zip(mixtures, single_dirs, strict=False)]
         single = (sum(s[0] for s in singles), sum(s[1] for s in singles))
         packed_losses, single_losses = (
             [json.loads((d / "losses.json").read_text()) for d in dirs] for dirs in (packed_dirs, single_dirs)
         )
     worst = max(
         abs(a["val_loss"][dom] - b["val_loss"][dom])
-        for a, b in zip(packed_losses, single_losses)
+        for a, b in zip(packed_losses, single_losses, strict=False)
         for dom in a["val_loss"]
     )
     # training-loop rates (losses.json's tokens/s of one model): the pack's, from one model's
@@ -112,13 +113,16 @@ def main() -> int:
 
     print(f"\n{'run':<28}{'wall s':>9}{'CPU s':>9}{'tokens/s':>11}{'tokens/CPU-s':>14}{'steps only, tokens/s':>22}")
     print(
-        f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate:>22,.0f}"
+        f"{f'1 job of K={k}':<28}{packed[0]:>9.1f}{packed[1]:>9.1f}"
+        f"{tokens / packed[0]:>11,.0f}{tokens / packed[1]:>14,.0f}{step_rate:>22,.0f}"
     )
     print(
-        f"{f'{k} jobs of K=1':<28}{single[0]:>9.1f}{single[1]:>9.1f}{tokens / single[0]:>11,.0f}{tokens / single[1]:>14,.0f}{single_step_rate:>22,.0f}"
+        f"{f'{k} jobs of K=1':<28}{single[0]:>9.1f}{single[1]:>9.1f}"
+        f"{tokens / single[0]:>11,.0f}{tokens / single[1]:>14,.0f}{single_step_rate:>22,.0f}"
     )
     print(
-        f"\npacked / single, end to end: {single[0] / packed[0]:.2f}x tokens/s, {single[1] / packed[1]:.2f}x tokens/CPU-s; "
+        f"\npacked / single, end to end: {single[0] / packed[0]:.2f}x tokens/s, "
+        f"{single[1] / packed[1]:.2f}x tokens/CPU-s; "
         f"per job, K=1 spends {single[0] / k:.1f} s of which training steps {tokens / k / single_step_rate:.1f} s"
     )
     print(f"largest |packed - single| validation loss: {worst:.2e}")

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 "train",
             )
             print(
-                f"tokenizer: byte-level BPE, vocab {args.vocab_size} ({time.perf_counter() - started:.1f} s to train on 10 MB)"
+                f"tokenizer: byte-level BPE, vocab {args.vocab_size} "
+                f"({time.perf_counter() - started:.1f} s to train on 10 MB)"
             )
         fingerprint = tokenizer.fingerprint_of(tokenizer_dir)
 
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, nbytes, ntokens, wall, cpu, cores in rows:
             print(
                 f"{name:28s} {wall:7.1f} {cpu:7.1f} {nbytes / wall / 1e6:7.2f} {ntokens / wall:11,.0f} "
-                f"{nbytes / wall / 1e6 / cores:10.2f} {ntokens / wall / cores:14,.0f} {nbytes / cpu / 1e6:9.2f} {ntokens / cpu:13,.0f}"
+                f"{nbytes / wall / 1e6 / cores:10.2f} {ntokens / wall / cores:14,.0f} "
+                f"{nbytes / cpu / 1e6:9.2f} {ntokens / cpu:13,.0f}"
             )
         print(f"speed-up of the pipeline over the loop: {rows[1][3] / rows[0][3]:.2f}x (wall)")
         return 0 if same else 1

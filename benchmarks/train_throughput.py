@@ -161,11 +161,13 @@ def main() -> None:
     counts = parameter_counts(arch)
     peak = matmul_peak(device, dtype)
     print(
-        f"model {args.model}: {counts['non_embedding']:,} non-embedding + {counts['embedding']:,} embedding parameters; "
+        f"model {args.model}: {counts['non_embedding']:,} non-embedding + {counts['embedding']:,} "
+        "embedding parameters; "
         f"seq {arch.seq_len}, vocab {arch.vocab_size}; {flops / 1e6:.2f} MFLOP per trained token"
     )
     print(
-        f"device {device} ({args.threads} thread(s) on CPU), precision {dtype or torch.float32}; batch {args.batch} x micro {micro}; "
+        f"device {device} ({args.threads} thread(s) on CPU), precision {dtype or torch.float32}; "
+        f"batch {args.batch} x micro {micro}; "
         f"measured matmul peak {peak / 1e9:,.1f} GFLOP/s"
     )
     runs = {

@@ -41,7 +41,7 @@ def candidate_weights(
     if match:
         row = synthesize(settings, prior, token_counts, count=1, rng=stage_rng(settings["seed"], "candidate", name))[0]
         return {
-            d: float(w) for d, w in zip(domains, row)
+            d: float(w) for d, w in zip(domains, row, strict=False)
         }, f"draw {int(match.group(1))} of the proxy-mixture synthesis distribution"
     raise ValueError(
         f"unknown candidate {name!r}: expected regmix, prior, uniform, random_NNN or one of large.named "

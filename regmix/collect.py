@@ -32,6 +32,12 @@ PRIMARY_METRICS = ("acc_norm", "acc", "bits_per_byte", "word_perplexity", "exact
 # -------------------------------------------------------------------- proxy CSVs
 
 
+def _relative_to(path: str | Path, root: str | Path) -> Path:
+    """`path` relative to `root` where it lies under it, else as given."""
+    path, root = Path(path), Path(root)
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
 def _read_losses(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"proxy losses not found: {path}")
@@ -676,7 +682,7 @@ def gather_tables(
     frame = pd.DataFrame([candidate_weights[c] for c in settings["candidates"]], columns=domains)
     predicted = regressor_loader(model_dir).predict_frame(frame, "candidates")
     t["candidate_predictions"] = [
-        {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted)
+        {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted, strict=False)
     ]
     derived = ("task_power", "paired_comparisons", "transfer", "transfer_summary")
     tables = {
@@ -745,7 +751,7 @@ def build_database(
             {"key": "settings_fingerprint", "value": record["settings_fingerprint"]},
             *(
                 {
-                    "key": f"input:{Path(p).relative_to(Path(results)) if Path(p).is_relative_to(Path(results)) else p}",
+                    "key": f"input:{_relative_to(p, results)}",
                     "value": h,
                 }
                 for p, h in record["inputs"].items()

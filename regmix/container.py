@@ -32,13 +32,15 @@ def check_image(container: str, uses_apptainer: bool, workdir: str | Path = ".")
 
 
 def runtime_line() -> str | None:
-    """One line naming the image, OS and interpreter, when running inside a container
-    (Apptainer sets APPTAINER_CONTAINER; podman and Docker leave a marker file)."""
-    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
-    if not image and (Path("/run/.containerenv").exists() or Path("/.dockerenv").exists()):
-        image = "(podman/docker)"
+    """One line naming the image, OS and interpreter, when running inside regmix's image.
+
+    The image sets REGMIX_IMAGE (containers/Containerfile). Container marker files are not
+    used: a host that is itself a container (CI runners, this project's sandboxes) has them,
+    and the line would then break the one-line error output of every command."""
+    image = os.environ.get("REGMIX_IMAGE")
     if not image:
         return None
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER") or image
     try:
         os_name = platform.freedesktop_os_release().get("PRETTY_NAME", "unknown")
     except OSError:

@@ -9,7 +9,8 @@
 Every choice is capped in UTF-8 bytes below the model's window: a byte-level BPE never
 makes more tokens than bytes, and lm-eval refuses a continuation longer than the window.
 `evaluate` runs `lm_eval.simple_evaluate` on a Hugging Face checkpoint for every
-configured shot count and writes lm-eval's own result dicts to one fixed path (the lm-eval CLI would add a timestamp to the name).
+configured shot count and writes lm-eval's own result dicts to one fixed path (the lm-eval
+CLI would add a timestamp to the name).
 """
 
 from __future__ import annotations
@@ -210,7 +211,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> dict:
     """Write local lm-eval tasks and `tasks.json`; return the index."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir).resolve()
-    ev = settings["evaluate"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # written to a staging folder and swapped in whole, so a failure leaves no partial suite;
     # the YAML files already name the final paths

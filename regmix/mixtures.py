@@ -54,7 +54,7 @@ def read_prior(path: str | Path, domains: list[str] | None = None) -> dict[str, 
     total = sum(values)
     if total <= 0:
         raise ValueError(f"{path}: prior shares sum to {total}")
-    return {d: v / total for d, v in zip(domains, values)}
+    return {d: v / total for d, v in zip(domains, values, strict=False)}
 
 
 def read_token_counts(path: str | Path, domains: list[str]) -> dict[str, int]:
@@ -202,7 +202,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     records = []
     for i, row in enumerate(rows):
-        weights = {d: float(w) for d, w in zip(domains, row)}
+        weights = {d: float(w) for d, w in zip(domains, row, strict=False)}
         files.write_yaml(out / f"mix_{i:04d}.yaml", {"mix_id": f"mix_{i:04d}", "weights": weights})
         records.append({"index": i, **weights})
     with files.atomic_path(out / "mixtures.csv") as tmp:

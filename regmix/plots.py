@@ -104,7 +104,7 @@ def proxy_loss_vs_weight(data: dict, settings: dict, plt):
     merged = data["mixtures"].merge(data["proxy_losses"], on=["mix_id", "domain"])
     rows, cols = _grid(len(domains))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
-    for ax, domain in zip(axes.flat, domains):
+    for ax, domain in zip(axes.flat, domains, strict=False):
         part = merged[merged.domain == domain]
         is_target = domain == target
         ax.scatter(part["weight"], part["loss"], s=14, color="#d62728" if is_target else "#1f77b4")
@@ -213,7 +213,7 @@ def downstream_scores(data: dict, settings: dict, plt):
     colors = _candidate_colors(names)
     rows, cols = _grid(len(tasks), 4)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
+    for ax, task in zip(axes.flat, tasks, strict=False):
         part = scores[scores.task == task].set_index("candidate")
         metric = part["metric"].iloc[0]
         values = [part["value"].get(c, np.nan) for c in names]

@@ -185,7 +185,8 @@ def check_source_config(config: dict) -> None:
                 pattern = source["files"][domain].get(split)
                 if pattern is not None and not _glob(pattern):
                     raise ConfigError(
-                        f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain {domain!r} matches no file"
+                        f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain "
+                        f"{domain!r} matches no file"
                     )
 
 
@@ -218,12 +219,14 @@ def _check_jsonl_layout(source: dict, domains: list[str]) -> None:
         missing = [d for d in domains if d not in found]
         if missing:
             raise ConfigError(
-                f"config key 'data.source.path': domain(s) {missing} match no file <domain>-N.jsonl[.gz|.zst] in {str(folder)!r}"
+                f"config key 'data.source.path': domain(s) {missing} match no file "
+                f"<domain>-N.jsonl[.gz|.zst] in {str(folder)!r}"
             )
         extra = sorted(found - set(domains))
         if extra:
             raise ConfigError(
-                f"config key 'data.source.path': {str(folder)!r} holds files of domain(s) {extra} that are not in `domains`"
+                f"config key 'data.source.path': {str(folder)!r} holds files of domain(s) {extra} "
+                "that are not in `domains`"
             )
 
 
@@ -524,7 +527,7 @@ def _huggingface_records(source: dict, domain: str, split: str):
     wanted = _string_array([value for value, d in source["domain_map"].items() if d == domain])
     for values, texts, row, name in _huggingface_batches(source, split):
         mask = pc.is_in(values, value_set=wanted)
-        for offset, text in zip(pc.indices_nonzero(mask).to_pylist(), texts.filter(mask).to_pylist()):
+        for offset, text in zip(pc.indices_nonzero(mask).to_pylist(), texts.filter(mask).to_pylist(), strict=False):
             yield _checked_text(text, f"{name} row {row + offset}")
 
 
@@ -547,7 +550,7 @@ def iter_all_domains(settings: dict, read_split: str) -> Iterator[tuple[str, str
     documents = {(d, sp): 0 for d in settings["domains"] for sp in splits}
     stats = {d: ReadStats() for d in settings["domains"]}
     for values, texts, row, name in _huggingface_batches(source, read_split):
-        for offset, (value, text) in enumerate(zip(values.to_pylist(), texts.to_pylist())):
+        for offset, (value, text) in enumerate(zip(values.to_pylist(), texts.to_pylist(), strict=False)):
             domain = domain_map[str(value)]
             if domain is None or not stats[domain].admit(*_checked_text(text, f"{name} row {row + offset}")):
                 continue

@@ -256,7 +256,7 @@ def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str |
     shots = sorted(_query(db, "SELECT DISTINCT shots FROM eval_results")["shots"].astype(int))
     cv_rows = _query(db, "SELECT key, value FROM regression_cv WHERE value IS NOT NULL")
     cv: dict[str, dict[str, float]] = {}
-    for key, value in zip(cv_rows["key"], cv_rows["value"]):
+    for key, value in zip(cv_rows["key"], cv_rows["value"], strict=False):
         name, _, part = key.partition(".")  # regression writes {metric: {value, ci_low, ci_high}}
         if name in ("spearman", "pearson", "rmse"):
             cv.setdefault(name, {})[part or "value"] = value

@@ -169,7 +169,7 @@ class ShardWriter:
             self._open_next()  # an empty split still gets its (empty) first file
         self._handle.close()
         names = [self.shard_name(i) for i in range(len(self.temps))]
-        for tmp, name in zip(self.temps, names):
+        for tmp, name in zip(self.temps, names, strict=False):
             files.commit_file(tmp, self.out_path.parent / name)
         # shards a previous, longer run left behind would be ignored; remove them anyway
         stem = self.shard_name(1).rsplit(".", 2)[0]

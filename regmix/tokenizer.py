@@ -119,6 +119,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     fingerprint = build(parse_settings(args.settings), args.corpus, args.out)
     print(
-        f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id {fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}"
+        f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id "
+        f"{fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}"
     )
     return 0

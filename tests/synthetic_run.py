@@ -134,7 +134,7 @@ def write_run(root: Path, *, with_topk: bool = True) -> Path:
     rng = np.random.default_rng(0)
     for i, mix in enumerate(MIX_IDS):
         w = rng.dirichlet(np.ones(len(DOMAINS)))
-        weights = {d: float(x) for d, x in zip(DOMAINS, w)}
+        weights = {d: float(x) for d, x in zip(DOMAINS, w, strict=False)}
         put(f"mixtures/{mix}.yaml", yaml.safe_dump({"mix_id": mix, "weights": weights}))
         losses = _losses(weights, 0.5)
         put(

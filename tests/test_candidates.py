@@ -31,7 +31,7 @@ def setup(tmp_path):
         }
     )
     settings = stage_settings(config, "candidates")
-    prior = {d: w for d, w in zip(DOMAINS, [0.3, 0.1, 0.2, 0.2, 0.15, 0.05])}
+    prior = {d: w for d, w in zip(DOMAINS, [0.3, 0.1, 0.2, 0.2, 0.15, 0.05], strict=False)}
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump(prior))
     (tmp_path / "chosen.yaml").write_text(
         yaml.safe_dump({"weights": {d: 1 / 6 for d in DOMAINS}, "predicted_target": 3.0})

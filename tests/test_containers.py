@@ -158,3 +158,16 @@ def test_default_container_is_the_file_build_sh_writes():
     schema = yaml.safe_load((REPO_DIR / "config" / "schema.yaml").read_text())
     assert schema["properties"]["container"]["default"] == f"build/regmix-{version}.sif"
     assert f'org.opencontainers.image.version="{version}"' in CONTAINERFILE.read_text()
+
+
+def test_runtime_line_only_inside_the_regmix_image(monkeypatch):
+    from regmix.container import runtime_line
+
+    for var in ("REGMIX_IMAGE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(var, raising=False)
+    # a host that is itself a container must not get the line (it would break one-line errors)
+    assert runtime_line() is None
+    monkeypatch.setenv("REGMIX_IMAGE", "regmix-pipeline:0.1.0")
+    assert runtime_line().startswith("regmix: in container regmix-pipeline:0.1.0: ")
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/regmix-0.1.0.sif")
+    assert "in container /images/regmix-0.1.0.sif: " in runtime_line()

@@ -105,7 +105,7 @@ def test_arithmetic_answers_are_correct():
             assert int(a) + int(b) == int(answer)
         for x, b, q in re.findall(r"Divide (-?\d+) by (\d+)\.\nAnswer: (-?\d+)", text):
             assert int(x) == int(b) * int(q)
-        for a, var, b, rhs, var2, answer in re.findall(
+        for a, _var, b, rhs, _var2, answer in re.findall(
             r"Solve (-?\d+)\*(\w) \+ (-?\d+) = (-?\d+) for (\w)\.\nAnswer: (-?\d+)", text
         ):
             assert int(a) * int(answer) + int(b) == int(rhs)

@@ -30,3 +30,18 @@ def test_snakefmt_check_passes():
         ["snakefmt", "--check", "Snakefile", "rules"], cwd=REPO_DIR, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["ruff-check", "ruff-format"])
+def test_ruff_passes(command):
+    # pyproject.toml's [tool.ruff] is the configuration; CI runs it through this test
+    if shutil.which("ruff") is None:
+        pytest.skip("ruff is not installed (a test dependency in pyproject.toml)")
+    proc = subprocess.run(
+        ["ruff", *command, "regmix", "tests", "benchmarks", "tools"],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

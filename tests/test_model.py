@@ -114,7 +114,7 @@ def test_chunked_loss_does_not_depend_on_chunk_size(monkeypatch):
     chunked = stacked(windows)
     chunked.sum().backward()
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
-    for p, g in zip(stacked.parameters(), grads):
+    for p, g in zip(stacked.parameters(), grads, strict=False):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
@@ -137,7 +137,7 @@ def test_per_model_clip_equals_torch_clip_per_model():
     reference = [p.grad[1].clone() * min(1.0, 0.01 / (expected[1].item() + 1e-6)) for p in params]
     norms = per_model_clip_(params, 2, 0.01)
     torch.testing.assert_close(norms, torch.stack(expected))
-    for p, ref in zip(params, reference):
+    for p, ref in zip(params, reference, strict=False):
         torch.testing.assert_close(p.grad[1], ref)
 
 
@@ -158,5 +158,5 @@ def test_compiled_model_matches_eager():
     for model in (eager, compiled):
         model(windows).sum().backward()
     torch.testing.assert_close(compiled(windows), eager(windows), rtol=1e-5, atol=1e-6)
-    for (name, a), b in zip(compiled.named_parameters(), eager.parameters()):
+    for (name, a), b in zip(compiled.named_parameters(), eager.parameters(), strict=False):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

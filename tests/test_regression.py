@@ -33,10 +33,10 @@ def swarm(n, seed=0, law="log"):
 
 
 def write_csvs(tmp_path, mixtures, losses):
-    m, l = tmp_path / "mixtures.csv", tmp_path / "losses.csv"
-    mixtures.reset_index().to_csv(m, index=False)
-    losses.reset_index().to_csv(l, index=False)
-    return m, l
+    mix_csv, loss_csv = tmp_path / "mixtures.csv", tmp_path / "losses.csv"
+    mixtures.reset_index().to_csv(mix_csv, index=False)
+    losses.reset_index().to_csv(loss_csv, index=False)
+    return mix_csv, loss_csv
 
 
 def test_linear_recovers_a_linear_relation():
@@ -100,16 +100,18 @@ def test_fit_cli_matches_on_index_normalises_and_writes_outputs(tmp_path):
     mixtures, losses = swarm(26)
     scaled = mixtures * 2.0  # unnormalised rows: fit must normalise them
     extra = pd.DataFrame([[0.25] * 4], columns=DOMAINS, index=pd.Index([999], name="index"))
-    m, l = write_csvs(tmp_path, pd.concat([scaled, extra]), losses.iloc[::-1])  # extra row has no loss, order differs
+    mix_csv, loss_csv = write_csvs(
+        tmp_path, pd.concat([scaled, extra]), losses.iloc[::-1]
+    )  # extra row has no loss, order differs
     out = tmp_path / "reg"
     assert (
         regmix_main(
             [
                 "fit",
                 "--mixtures",
-                str(m),
+                str(mix_csv),
                 "--losses",
-                str(l),
+                str(loss_csv),
                 "--target",
                 "docs",
                 "--out",
@@ -134,14 +136,14 @@ def test_fit_cli_matches_on_index_normalises_and_writes_outputs(tmp_path):
 
     # predict: index,prediction for every row, same as the model in memory
     p = tmp_path / "pred.csv"
-    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(m), "--out", str(p)]) == 0
+    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(mix_csv), "--out", str(p)]) == 0
     pred = pd.read_csv(p)
     assert list(pred.columns) == ["index", "prediction"] and len(pred) == 27
     np.testing.assert_allclose(pred["prediction"][:26], model.predict_frame(mixtures))
 
 
 def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
-    m, l = write_csvs(tmp_path, *swarm(20))
+    mix_csv, loss_csv = write_csvs(tmp_path, *swarm(20))
     s = json.dumps(
         {
             "seed": 0,
@@ -150,7 +152,19 @@ def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
         }
     )
     assert (
-        regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--out", str(tmp_path / "r"), "--settings", s])
+        regmix_main(
+            [
+                "fit",
+                "--mixtures",
+                str(mix_csv),
+                "--losses",
+                str(loss_csv),
+                "--out",
+                str(tmp_path / "r"),
+                "--settings",
+                s,
+            ]
+        )
         == 0
     )
     cv = json.loads((tmp_path / "r" / "cv.json").read_text())
@@ -159,9 +173,21 @@ def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
 
 def test_bad_inputs_fail_naming_the_problem(tmp_path, capsys):
     mixtures, losses = swarm(20)
-    m, l = write_csvs(tmp_path, mixtures, losses)
+    mix_csv, loss_csv = write_csvs(tmp_path, mixtures, losses)
     assert (
-        regmix_main(["fit", "--mixtures", str(m), "--losses", str(l), "--target", "nope", "--out", str(tmp_path / "r")])
+        regmix_main(
+            [
+                "fit",
+                "--mixtures",
+                str(mix_csv),
+                "--losses",
+                str(loss_csv),
+                "--target",
+                "nope",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
         != 0
     )
     assert "'nope'" in capsys.readouterr().err
@@ -171,9 +197,9 @@ def test_bad_inputs_fail_naming_the_problem(tmp_path, capsys):
             [
                 "fit",
                 "--mixtures",
-                str(m),
+                str(mix_csv),
                 "--losses",
-                str(l),
+                str(loss_csv),
                 "--target",
                 "docs",
                 "--regressor",
@@ -190,9 +216,9 @@ def test_bad_inputs_fail_naming_the_problem(tmp_path, capsys):
             [
                 "fit",
                 "--mixtures",
-                str(m),
+                str(mix_csv),
                 "--losses",
-                str(l),
+                str(loss_csv),
                 "--target",
                 "docs",
                 "--regressor",
@@ -224,8 +250,10 @@ def test_load_swarm_from_duckdb_matches_csvs(tmp_path):
     long_w = mixtures.reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="weight")
     long_l = losses[DOMAINS].reset_index(names="mix_id").melt(id_vars="mix_id", var_name="domain", value_name="loss")
     long_w = long_w[long_w["weight"] > 0.05]  # zero weights may be absent from the table
-    con.execute("CREATE TABLE mixtures AS SELECT * FROM long_w")
-    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM long_l")
+    con.register("long_w_frame", long_w)
+    con.register("long_l_frame", long_l)
+    con.execute("CREATE TABLE mixtures AS SELECT * FROM long_w_frame")
+    con.execute("CREATE TABLE proxy_losses AS SELECT * FROM long_l_frame")
     con.close()
     got_m, got_l = load_swarm_from_duckdb(db)
     expected = mixtures.where(mixtures > 0.05, 0.0)
@@ -243,10 +271,12 @@ def test_load_swarm_from_duckdb_missing_loss_names_domain(tmp_path):
     db = tmp_path / "x.duckdb"
     con = duckdb.connect(str(db))
     con.execute(
-        "CREATE TABLE mixtures AS SELECT * FROM (VALUES ('m0','a',0.5),('m0','b',0.5),('m1','a',1.0)) t(mix_id, domain, weight)"
+        "CREATE TABLE mixtures AS SELECT * FROM (VALUES "
+        "('m0','a',0.5),('m0','b',0.5),('m1','a',1.0)) t(mix_id, domain, weight)"
     )
     con.execute(
-        "CREATE TABLE proxy_losses AS SELECT * FROM (VALUES ('m0','a',3.0),('m0','b',3.1),('m1','a',2.9)) t(mix_id, domain, loss)"
+        "CREATE TABLE proxy_losses AS SELECT * FROM (VALUES "
+        "('m0','a',3.0),('m0','b',3.1),('m1','a',2.9)) t(mix_id, domain, loss)"
     )
     con.close()
     with pytest.raises(ValueError, match="domain 'b' of 'm1'"):
@@ -255,9 +285,9 @@ def test_load_swarm_from_duckdb_missing_loss_names_domain(tmp_path):
 
 def test_read_swarm_csvs_rejects_duplicate_index(tmp_path):
     mixtures, losses = swarm(5)
-    m, l = write_csvs(tmp_path, pd.concat([mixtures, mixtures.iloc[:1]]), losses)
+    mix_csv, loss_csv = write_csvs(tmp_path, pd.concat([mixtures, mixtures.iloc[:1]]), losses)
     with pytest.raises(ValueError, match="more than once"):
-        read_swarm_csvs(m, l)
+        read_swarm_csvs(mix_csv, loss_csv)
 
 
 @pytest.mark.parametrize("regressor", ["gp", "linear", "loglinear"])
@@ -318,12 +348,12 @@ def test_old_or_foreign_pickle_is_refused_naming_the_file(tmp_path):
 
 def test_predict_std_writes_std_and_distance(tmp_path):
     mixtures, losses = swarm(26)
-    m, l = write_csvs(tmp_path, mixtures, losses)
+    mix_csv, loss_csv = write_csvs(tmp_path, mixtures, losses)
     out = tmp_path / "reg"
-    args = ["fit", "--mixtures", str(m), "--losses", str(l), "--target", "docs", "--regressor", "linear"]
+    args = ["fit", "--mixtures", str(mix_csv), "--losses", str(loss_csv), "--target", "docs", "--regressor", "linear"]
     assert regmix_main([*args, "--out", str(out)]) == 0
     p = tmp_path / "pred.csv"
-    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(m), "--out", str(p), "--std"]) == 0
+    assert regmix_main(["predict", "--model", str(out), "--mixtures", str(mix_csv), "--out", str(p), "--std"]) == 0
     pred = pd.read_csv(p)
     assert list(pred.columns) == ["index", "prediction", "std", "nearest_proxy_distance"]
     assert (pred["std"] > 0).all() and np.allclose(pred["nearest_proxy_distance"], 0, atol=1e-7)

@@ -170,7 +170,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
             f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
         )
         pytest.fail(
-            f"snakemake --profile slurm exited {proc.returncode} after {seconds:.0f} s:\n{log[-4000:]}\n{job_logs[-6000:]}"
+            f"snakemake --profile slurm exited {proc.returncode} after {seconds:.0f} "
+            f"s:\n{log[-4000:]}\n{job_logs[-6000:]}"
         )
     return {
         "workdir": workdir,

@@ -78,7 +78,7 @@ def split_documents(tokens, eos_id):
     ends = np.flatnonzero(tokens == eos_id)
     assert ends.size and ends[-1] == tokens.size - 1  # every document is closed by EOS
     starts = np.concatenate([[0], ends[:-1] + 1])
-    return [tokens[s:e].tolist() for s, e in zip(starts, ends)]
+    return [tokens[s:e].tolist() for s, e in zip(starts, ends, strict=False)]
 
 
 def test_round_trip_decodes_every_document_in_order(setup, tmp_path):
@@ -183,7 +183,7 @@ def test_limit_sampler_matches_sorting_all_keys():
     rng = np.random.default_rng(0)
     keys, sizes = rng.random(500), rng.integers(1, 50, 500)
     sampler = tokenization.LimitSampler(3000)
-    for order, (key, size) in enumerate(zip(keys, sizes)):
+    for order, (key, size) in enumerate(zip(keys, sizes, strict=False)):
         sampler.add(float(key), order, np.zeros(size, np.uint16), order)  # bytes slot carries the order
     by_key = np.argsort(keys)
     expected = by_key[: int(np.searchsorted(np.cumsum(sizes[by_key]), 3000, side="right"))]

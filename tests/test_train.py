@@ -173,7 +173,7 @@ def test_outputs_and_learning(ws, packed):
 
 def test_same_seed_bit_identical(ws, packed, tmp_path):
     again = run(ws, tmp_path, ["mix_0000", "mix_0001", "mix_0002"])
-    for result, mix_id in zip(again, ["mix_0000", "mix_0001", "mix_0002"]):
+    for result, mix_id in zip(again, ["mix_0000", "mix_0001", "mix_0002"], strict=False):
         first = json.loads((packed / mix_id / "losses.json").read_text())
         assert result["val_loss"] == first["val_loss"]
         assert train_losses(tmp_path / mix_id) == train_losses(packed / mix_id)
