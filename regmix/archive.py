@@ -202,7 +202,8 @@ def _sha256_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
 def _read_manifest(path: Path, text: str) -> dict[str, str]:
     """MANIFEST.sha256 as file -> sha256; every listed path plain, relative and listed once."""
     expected: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    # lines end in "\n" only (as written): splitlines() would also split a name at U+2028 or U+0085
+    for number, line in enumerate(text.removesuffix("\n").split("\n") if text else [], 1):
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64:
             raise ValueError(f"{path}: {MANIFEST} line {number} is not '<sha256>  <file>'")

@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,17 @@ def _validator_with_defaults(schema: dict):
             ),
         }
     )
-    cls = jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=type_checker)
+
+    def pattern(validator, pattern_, instance, schema_):
+        # schema patterns are ECMA 262, where `$` ends the string; Python's `$` also matches
+        # before a final newline, which let "code\n" through as a name
+        strict = pattern_[:-1] + "\\Z" if pattern_.endswith("$") and not pattern_.endswith("\\$") else pattern_
+        if isinstance(instance, str) and not re.search(strict, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern_!r}")
+
+    cls = jsonschema.validators.extend(
+        base, {"properties": set_defaults, "pattern": pattern}, type_checker=type_checker
+    )
     return cls(schema)
 
 
