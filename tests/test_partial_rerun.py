@@ -14,12 +14,14 @@ import pytest
 import yaml
 
 from regmix import tracking
+from regmix.config import candidate_names, load_config
 from tests.cluster import by_rule, parse_dry_run
 from tests.conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
-CANDIDATES = {"regmix", "prior", "uniform", "prose_heavy"}
+# the micro config's candidates, built-in and random ones included
+CANDIDATES = set(candidate_names(load_config(Path(__file__).resolve().parents[1] / "config" / "micro.yaml")))
 UPSTREAM_OF_PROXIES = {"build_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures"}
 # the rules of each stage that regmix.tracking names (a pack rule stands for all packs)
 STAGE_RULES = {

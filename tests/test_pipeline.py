@@ -8,6 +8,7 @@ import duckdb
 import pytest
 import yaml
 
+from regmix.config import candidate_names, load_config
 from tests.conftest import copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,8 @@ def test_micro_pipeline_outputs(micro_run):
     assert math.isclose(sum(chosen["weights"].values()), 1.0, abs_tol=1e-6)
 
     # every candidate trained, evaluated and ranked
-    candidates = ["regmix", "prior", "uniform", "prose_heavy"]
+    candidates = candidate_names(load_config(micro_run / "config" / "micro.yaml"))
+    assert {"regmix", "prior", "uniform", "prose_heavy", "random_000", "random_001"} <= set(candidates)
     summary = _read_csv(results / "summary.csv")
     assert {row["candidate"] for row in summary} == set(candidates)
     for name in candidates:
@@ -59,6 +61,24 @@ def test_micro_pipeline_outputs(micro_run):
     with duckdb.connect(str(results / "regmix.duckdb"), read_only=True) as con:
         assert con.execute("select count(*) from mixtures").fetchone()[0] == count * len(domains)
         assert con.execute("select count(*) from proxy_losses").fetchone()[0] == count * len(domains)
+        # transfer: every candidate once, ranks a permutation, the Spearman inside its CI
+        transfer = con.execute("select * from transfer").df()
+        assert sorted(transfer.candidate) == sorted(candidates)
+        assert sorted(transfer.achieved_rank) == list(range(1, len(candidates) + 1))
+        summary_row = con.execute("select * from transfer_summary").df().iloc[0]
+        assert summary_row.candidates == len(candidates)
+        assert -1 <= summary_row.ci_low <= summary_row.spearman <= summary_row.ci_high <= 1
+        # paired comparisons: regmix against every other candidate, verdicts follow the CI
+        paired = con.execute("select * from paired_comparisons").df()
+        assert set(paired.reference) == {"regmix"}
+        assert set(paired.other) == set(candidates) - {"regmix"}
+        assert (paired.ci_low <= paired.mean_difference + 1e-12).all()
+        assert (paired.mean_difference <= paired.ci_high + 1e-12).all()
+        for row in paired.itertuples():
+            expected = "better" if row.ci_low > 0 else "worse" if row.ci_high < 0 else "n.s."
+            assert row.verdict == expected, row
+        power = con.execute("select * from task_power").df()
+        assert (power.spread >= 0).all() and set(power.candidates) == {len(candidates)}
 
 
 def test_rerun_does_nothing_when_nothing_changed(micro_run):
