@@ -353,29 +353,6 @@ def prepare_model(pack: Pack) -> None:
         )
 
 
-class _Log:
-    """Append-only JSON lines in the state dir, truncated to the resumed step on restart."""
-
-    def __init__(self, path: Path, resume_step: int, active: bool):
-        self.path, self.active = path, active
-        if not active:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step and path.is_file():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
-        path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        if self.active:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-
 class Clock:
     """Wall time of the run (across resumes) and the throughput of the steps timed here."""
 
