@@ -426,17 +426,22 @@ def _checked_text(text, where: str):
 def _jsonl_records(files: list[str], text_field: str):
     for path in files:
         with read_binary(path) as handle:
-            for lineno, line in enumerate(handle, 1):
+            lineno = 0  # not enumerate(): its cached result tuple would keep each raw line alive
+            for line in handle:
+                lineno += 1
                 if not line or line.isspace():  # `not line.strip()` without copying the line
                     continue
                 where = f"{path}:{lineno}"
                 try:
+                    # json.loads(bytes) decodes the same way; decoding first lets the raw line go
+                    # before parsing, so a huge line is held twice at most, never three times
+                    line = line.decode(json.detect_encoding(line), "surrogatepass")
                     record = json.loads(line)
                 except ValueError as err:  # bad UTF-8 or malformed JSON
                     yield _BAD, f"{where}: {type(err).__name__}: {err}"
                     continue
                 finally:
-                    del line  # the raw line is not kept alive next to its parsed text while consumers run
+                    del line  # nor is it kept alive next to its parsed text while consumers run
                 try:
                     text = _dotted(record, text_field)
                 except KeyError:
@@ -454,7 +459,9 @@ def _text_records(files: list[str], unit: str):
                 except UnicodeDecodeError as err:
                     yield _BAD, f"{path}: {err}"
                 continue
-            for lineno, line in enumerate(handle, 1):
+            lineno = 0  # not enumerate(): its cached result tuple would keep each raw line alive
+            for line in handle:
+                lineno += 1
                 where = f"{path}:{lineno}"
                 try:
                     end = len(line)
