@@ -355,7 +355,13 @@ def test_huggingface_null_texts_count_as_unreadable(tmp_path, materialize):
 def test_utf8_length_and_hash_match_encoding_the_whole_text():
     import hashlib
 
-    texts = ["", "ascii only", "Grüße 東京 🦊", "ab🦊" * (sources.UTF8_PIECE_CHARS // 2), "x" * (sources.UTF8_PIECE_CHARS + 7)]
+    texts = [
+        "",
+        "ascii only",
+        "Grüße 東京 🦊",
+        "ab🦊" * (sources.UTF8_PIECE_CHARS // 2),
+        "x" * (sources.UTF8_PIECE_CHARS + 7),
+    ]
     for text in texts:
         encoded = text.encode("utf-8")
         assert sources.utf8_length(text) == len(encoded)
@@ -381,7 +387,9 @@ def test_jsonl_records_keep_their_meaning(tmp_path):
     write_jsonl(folder / "beta-0.jsonl", ["fine"])
     for domain in ("alpha", "beta"):
         write_jsonl(tmp_path / "d" / "valid" / f"{domain}-0.jsonl", ["valid"])
-    config = make_config(["alpha", "beta"], {"kind": "jsonl", "path": str(tmp_path / "d")}, max_undecodable_fraction=0.5)
+    config = make_config(
+        ["alpha", "beta"], {"kind": "jsonl", "path": str(tmp_path / "d")}, max_undecodable_fraction=0.5
+    )
     stats = sources.ReadStats()
     got = docs(config, "alpha", "train", stats=stats)
     assert got == ["after a byte-order mark", "pair 🦊", "last"]
