@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from regmix import cli, files, tokenization, tokenizer
 from regmix.config import stage_settings, validate_config
@@ -389,3 +393,34 @@ def test_max_chunk_chars_has_a_floor():
 
     with pytest.raises(ConfigError, match="data.max_chunk_chars"):
         settings_for(max_chunk_chars=10)
+
+
+# characters around which cuts are tricky: whitespace the tokenizer's pattern and Python disagree on
+# (\x1c is a Python space, not a regex one; \u3000 is both), apostrophes of contractions, digits, symbols
+TRICKY = " \n\t\r\x0b\x1c\u3000\u00a0aé東🦊'sd1.-"
+
+
+@hypothesis_settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.text(alphabet=TRICKY, max_size=400), max_chars=st.integers(4, 60))
+def test_pieces_give_whole_document_tokens_unless_a_cut_had_no_whitespace(setup, text, max_chars):
+    tok = whole_tokenizer(str(setup / "tok" / "tokenizer.json"))
+    pieces = list(tokenization.document_pieces(text, max_chars))
+    assert "".join(pieces) == text and all(0 < len(p) <= max_chars for p in pieces if text)
+    soft = all(p[0] in " \n" and not q[-1].isspace() for q, p in zip(pieces, pieces[1:], strict=False))
+    joined = [i for p in pieces for i in tok.encode(p, add_special_tokens=False).ids]
+    if soft:
+        assert joined == tok.encode(text, add_special_tokens=False).ids
+    assert tok.decode(joined) == text
+
+
+@functools.cache
+def whole_tokenizer(path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
