@@ -106,6 +106,27 @@ def target_values(losses: pd.DataFrame, target: str | dict, where: str = "losses
     return parse_target(target, list(losses.columns)).values(losses, where)
 
 
+def conform_domains(
+    mixtures: pd.DataFrame, domains: list[str], where: str
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """A swarm's mixtures in a study's domains (in that order), and what that took.
+
+    Mixture reuse: a study domain the swarm lacks is one its runs trained on at weight 0, so
+    it is added at 0 (returned as `added`). A swarm domain the study lacks is an error naming
+    it, unless its weight is 0 in every row: then the column says nothing and is removed
+    (returned as `removed`, so the caller reports it; no domain disappears silently).
+    """
+    extra = [c for c in mixtures.columns if c not in domains]
+    used = [c for c in extra if (mixtures[c].to_numpy(dtype=float) != 0).any()]
+    if used:
+        raise ValueError(
+            f"{where}: domain(s) {used} are not domains of the study (domains: {domains}) and have weight "
+            "above 0 in some run; add them to `domains`, or leave the runs that use them out of the swarm"
+        )
+    added = [d for d in domains if d not in mixtures.columns]
+    return mixtures.reindex(columns=domains, fill_value=0.0), added, extra
+
+
 def combine_swarms(
     swarms: list[tuple[pd.DataFrame, pd.DataFrame]], names: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
