@@ -27,8 +27,13 @@ def _read_indexed_csv(path: str | Path) -> pd.DataFrame:
     frame = files.read_csv(path, numeric=True, index="index")
     if frame["index"].duplicated().any():
         dup = frame.loc[frame["index"].duplicated(), "index"].iloc[0]
-        raise ValueError(f"{path}: index {dup!r} appears more than once")
+        raise ValueError(f"{path}: index {plain(dup)!r} appears more than once")
     return frame.set_index("index")
+
+
+def plain(value):
+    """A numpy scalar as the Python value it holds, so a message says `1`, not `np.int64(1)`."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def align_swarm(

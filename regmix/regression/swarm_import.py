@@ -22,7 +22,7 @@ import pandas as pd
 from regmix import files
 from regmix.config import load_schema
 from regmix.layout import SwarmDir
-from regmix.regression.data import _read_indexed_csv, conform_domains
+from regmix.regression.data import _read_indexed_csv, conform_domains, plain
 from regmix.settings import parse_settings
 
 # RegMix's released column names; the dataset prefix is optional so other RegMix-style swarms read too
@@ -74,15 +74,15 @@ def _check_weights(mixtures: pd.DataFrame, path: Path, tolerance: float) -> None
         if test.any():
             row, col = np.argwhere(test)[0]
             raise ValueError(
-                f"{path}: column {mixtures.columns[col]!r}: {what} ({values[row, col]!r}) in row index "
-                f"{mixtures.index[row]!r}"
+                f"{path}: column {mixtures.columns[col]!r}: {what} ({plain(values[row, col])!r}) in row index "
+                f"{plain(mixtures.index[row])!r}"
             )
     sums = values.sum(axis=1)
     off = np.abs(sums - 1.0) > tolerance
     if off.any():
         row = int(np.argmax(off))
         raise ValueError(
-            f"{path}: row index {mixtures.index[row]!r}: weights sum to {sums[row]:.6f}, not 1 "
+            f"{path}: row index {plain(mixtures.index[row])!r}: weights sum to {sums[row]:.6f}, not 1 "
             f"(tolerance {tolerance}; extra_swarms sum_tolerance)"
         )
 
@@ -93,8 +93,8 @@ def _check_losses(losses: pd.DataFrame, path: Path) -> None:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(
-            f"{path}: column {losses.columns[col]!r}: no finite loss ({values[row, col]!r}) in row index "
-            f"{losses.index[row]!r}"
+            f"{path}: column {losses.columns[col]!r}: no finite loss ({plain(values[row, col])!r}) in row index "
+            f"{plain(losses.index[row])!r}"
         )
 
 
@@ -106,7 +106,7 @@ def _check_indices(mixtures: pd.DataFrame, losses: pd.DataFrame, mixtures_csv: P
         missing = [i for i in frame.index if i not in other.index]
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            shown = ", ".join(repr(i) for i in missing[:5]) + more
+            shown = ", ".join(repr(plain(i)) for i in missing[:5]) + more
             raise ValueError(f"{path}: no row for index {shown} of {other_path}")
 
 
