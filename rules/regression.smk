@@ -22,7 +22,13 @@ rule import_swarm:
         " --losses {input.losses:q} --out {params.out:q} > {log:q} 2>&1"
 
 
-_FIT_FILES = ["model.pkl", "cv.json", "cv_predictions.csv", "settings.json", "pred_vs_true.png"]
+_FIT_FILES = [
+    "model.pkl",
+    "cv.json",
+    "cv_predictions.csv",
+    "settings.json",
+    "pred_vs_true.png",
+]
 
 
 rule fit_regression:
@@ -43,7 +49,9 @@ rule fit_regression:
         settings=L.regression("settings.json"),
         plot=L.regression("pred_vs_true.png"),
         targets=[
-            L.regression_target(slug, name) for slug in TARGET_SLUGS for name in _FIT_FILES
+            L.regression_target(slug, name)
+            for slug in TARGET_SLUGS
+            for name in _FIT_FILES
         ],
     log:
         L.log("fit_regression"),
@@ -52,7 +60,8 @@ rule fit_regression:
     params:
         settings=settings("regression"),
         swarms=lambda w, input: (
-            "--swarm " + " ".join(shlex.quote(os.path.dirname(p)) for p in input.swarms)
+            "--swarm "
+            + " ".join(shlex.quote(os.path.dirname(p)) for p in input.swarms)
             if input.swarms
             else ""
         ),
