@@ -54,9 +54,8 @@ MIX_IDS = mixture_ids(config)
 PACKS = proxy_packs(config)
 CANDIDATES = candidate_names(config)
 SWARMS = swarm_names(config)  # regression.extra_swarms
-TARGET_SLUGS = target_slugs(
-    config
-)  # regression.targets, fitted next to the main target
+# regression.targets, fitted next to the main target
+TARGET_SLUGS = target_slugs(config)
 
 
 wildcard_constraints:
