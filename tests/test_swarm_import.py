@@ -348,3 +348,26 @@ def test_database_loads_imported_swarms_with_their_source_and_every_target(tmp_p
         {"target": run.TARGET, "main": True, "rows": cv["rows"]},
     ]
     con.close()
+
+
+def test_a_target_listed_twice_is_fitted_once_and_written_to_both_folders(tmp_path, capsys):
+    mixtures, losses = draw(NEW, 12, seed=10)
+    mix_csv, loss_csv = write(tmp_path, mixtures, losses)
+    settings = {"regression": {"target": "docs", "regressor": "linear", "cv_folds": 4, "targets": [{"docs": 2}]}}
+    out = tmp_path / "regression"
+    argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
+    assert regmix_main(argv + ["--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("regmix fit: linear") == 1
+    again = out / "targets" / "docs100"
+    assert (again / "cv_predictions.csv").read_text() == (out / "cv_predictions.csv").read_text()
+    assert load_model(again).target == "docs"
+
+
+def test_fit_refuses_settings_naming_a_swarm_it_was_not_given(tmp_path, capsys):
+    mixtures, losses = draw(NEW, 8, seed=11)
+    mix_csv, loss_csv = write(tmp_path, mixtures, losses)
+    swarm = {"name": "old", "mixtures": "m.csv", "losses": "l.csv"}
+    settings = {"regression": {"target": "docs", "regressor": "linear", "cv_folds": 4, "extra_swarms": [swarm]}}
+    argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
+    assert regmix_main(argv + ["--out", str(tmp_path / "out")]) == 1
+    assert_one_line(capsys.readouterr().err, "fit", "['old']", "--swarm")

@@ -24,7 +24,7 @@ from regmix.regression.plots import plot_pred_vs_true
 from regmix.regression.regressors import REGRESSORS, make_regressor
 from regmix.regression.scoring import check_rows, cross_validate, score
 from regmix.regression.swarm_import import read_imported
-from regmix.targets import target_slug
+from regmix.targets import parse_target, target_slug
 
 STUDY = "study"  # the `source` of the study's own runs in cv_predictions.csv
 
@@ -73,18 +73,26 @@ def fit_main(argv: list[str]) -> int:
         mixtures, losses = load_swarm_from_duckdb(args.db)
         inputs = [args.db]
     mixtures, losses, sources = _with_imported(mixtures, losses, args.swarm)
+    missing = [e["name"] for e in settings.get("extra_swarms", []) if e["name"] not in sources]
+    if missing:  # fitting without a swarm the config names would drop its runs silently
+        raise ValueError(f"settings' regression.extra_swarms {missing}: no --swarm folder holds them")
     inputs += [SwarmDir(d).source for d in args.swarm] + [SwarmDir(d).mixtures for d in args.swarm]
     inputs += [SwarmDir(d).losses for d in args.swarm]
     where = "losses" if not args.swarm else f"losses of the study and swarm(s) {sorted(set(sources) - {STUDY})}"
-    extra = [(spec, Path(args.out) / "targets" / target_slug(spec)) for spec in settings.get("targets", [])]
-    for spec, _ in extra:  # every target's values before the first (slow) fit
-        target_values(losses, spec, where)
-    y = target_values(losses, target, where)
-    check_rows(len(y), folds)
-    # the extra targets first: the main target's model.pkl, written last, marks a complete job
-    for spec, out in extra:
-        _fit_target(mixtures, losses, spec, regressor, folds, seed, out, inputs, sources)
-    _fit_target(mixtures, losses, target, regressor, folds, seed, Path(args.out), inputs, sources)
+    # one fit per distinct objective ("docs" and {docs: 1} are one), written to each of its folders;
+    # the main target's group last, its own folder last: its model.pkl marks a complete job
+    groups: dict[tuple, tuple[object, list[Path]]] = {}
+    main_key = parse_target(target, list(losses.columns)).weights
+    groups[main_key] = (target, [])
+    for spec in settings.get("targets", []):
+        key = parse_target(spec, list(losses.columns), "regression.targets").weights
+        groups.setdefault(key, (spec, []))[1].append(Path(args.out) / "targets" / target_slug(spec))
+    groups[main_key][1].append(Path(args.out))
+    for spec, _ in groups.values():  # every target's values before the first (slow) fit
+        check_rows(len(target_values(losses, spec, where)), folds)
+    for key in [k for k in groups if k != main_key] + [main_key]:
+        spec, outs = groups[key]
+        _fit_target(mixtures, losses, spec, regressor, folds, seed, outs, inputs, sources)
     return 0
 
 
@@ -113,11 +121,11 @@ def _fit_target(
     regressor: str,
     folds: int,
     seed: int,
-    out: Path,
+    outs: list[Path],
     inputs: list,
     sources: list[str],
 ) -> None:
-    """Cross-validate, fit and write one target's model folder (see DESIGN.md, stage regression)."""
+    """Cross-validate and fit one target; write its model folder to each of `outs` (DESIGN.md, regression)."""
     y = target_values(losses, target)
     X = mixtures.to_numpy(dtype=float)
     oof, fold_of = cross_validate(X, y, regressor, folds, seed)
@@ -127,32 +135,33 @@ def _fit_target(
     rows_by_source = {name: sources.count(name) for name in dict.fromkeys(sources)}
 
     cv_frame = pd.DataFrame({"index": mixtures.index, "source": sources, "fold": fold_of, "true": y, "predicted": oof})
-    with files.atomic_path(out / "cv_predictions.csv") as tmp:
-        cv_frame.to_csv(tmp, index=False)
-    plot_pred_vs_true(
-        y,
-        oof,
-        cv["spearman"]["value"],
-        str(target),
-        f"{regressor}: {folds}-fold CV, {len(y)} rows",
-        out / "pred_vs_true.png",
-    )
-    files.write_json(
-        out / "cv.json",
-        {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), "sources": rows_by_source, **cv},
-    )
-    files.write_json(
-        out / "settings.json",
-        {
-            **run_settings,
-            "domains": model.domains,
-            "rows": len(y),
-            "sources": rows_by_source,
-            "hyperparameters": model.regressor.hyperparameters,
-            "provenance": files.provenance(run_settings, inputs),
-        },
-    )
-    save_model(model, out)  # last: its presence marks a complete fit
+    for out in outs:
+        with files.atomic_path(out / "cv_predictions.csv") as tmp:
+            cv_frame.to_csv(tmp, index=False)
+        plot_pred_vs_true(
+            y,
+            oof,
+            cv["spearman"]["value"],
+            str(target),
+            f"{regressor}: {folds}-fold CV, {len(y)} rows",
+            out / "pred_vs_true.png",
+        )
+        files.write_json(
+            out / "cv.json",
+            {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), "sources": rows_by_source, **cv},
+        )
+        files.write_json(
+            out / "settings.json",
+            {
+                **run_settings,
+                "domains": model.domains,
+                "rows": len(y),
+                "sources": rows_by_source,
+                "hyperparameters": model.regressor.hyperparameters,
+                "provenance": files.provenance(run_settings, inputs),
+            },
+        )
+        save_model(model, out)  # last: its presence marks a complete fit
     print(
         f"regmix fit: {regressor} on {len(y)} rows, target {target}: CV Spearman {cv['spearman']['value']:.2f} "
         f"(95% CI {cv['spearman']['ci_low']:.2f}..{cv['spearman']['ci_high']:.2f}), RMSE {cv['rmse']['value']:.4f}"
