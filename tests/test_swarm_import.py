@@ -371,3 +371,28 @@ def test_fit_refuses_settings_naming_a_swarm_it_was_not_given(tmp_path, capsys):
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--out", str(tmp_path / "out")]) == 1
     assert_one_line(capsys.readouterr().err, "fit", "['old']", "--swarm")
+
+
+def test_workflow_imports_each_swarm_and_fits_every_target_in_one_job(tmp_path):
+    """Dry run of the micro config with an extra swarm and two more targets: the DAG and the commands."""
+    import yaml
+
+    from tests.conftest import REPO_DIR, copy_workflow, run_snakemake
+
+    workdir = copy_workflow(tmp_path / "workflow")
+    old_mix, old_loss = write(tmp_path, *draw(OLD, 6, seed=12), "old_")
+    config = yaml.safe_load((REPO_DIR / "config" / "micro.yaml").read_text())
+    config["regression"]["extra_swarms"] = [{"name": "old", "mixtures": str(old_mix), "losses": str(old_loss)}]
+    config["regression"]["targets"] = ["docs", {"code": 1, "docs": 1}]
+    (workdir / "config" / "reuse.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(workdir, "-n", "-p", "--cores", "1", "--configfile", "config/reuse.yaml", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    lines = [line.removeprefix("Shell command: ").strip() for line in text.splitlines()]
+    (imports,) = [line for line in lines if line.startswith("regmix import-swarm")]
+    assert f"--mixtures {old_mix}" in imports and "--out results/swarms/old" in imports
+    (fit,) = [line for line in lines if line.startswith("regmix fit")]
+    assert "--swarm results/swarms/old" in fit and "--target" not in fit and "--regressor" not in fit
+    assert '"targets": ["docs", {"code": 1, "docs": 1}]' in fit
+    for slug in ("docs", "code50_docs50"):
+        assert f"results/regression/targets/{slug}/model.pkl" in text
