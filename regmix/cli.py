@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mixtures": ("regmix.mixtures:main", "synthesize proxy mixtures around the prior"),
     "train-proxies": ("regmix.train:proxies_main", "train a pack of proxy models (one per mixture)"),
     "collect-proxies": ("regmix.collect:proxies_main", "gather proxy mixtures and losses into RegMix-format CSVs"),
+    "import-swarm": (
+        "regmix.regression.swarm_import:main",
+        "check a public swarm (mixtures + metrics CSVs) and write it as a swarm of the study",
+    ),
     "fit": ("regmix.regression:fit_main", "fit a regressor from mixture weights to a target loss"),
     "predict": ("regmix.regression:predict_main", "predict the target for mixtures with a fitted regressor"),
     "choose": ("regmix.choose:main", "simulate candidate mixtures, predict them and average the top-k"),

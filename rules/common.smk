@@ -15,6 +15,9 @@ from regmix.config import (
     mixture_ids,
     proxy_packs,
     stage_settings,
+    swarm_names,
+    swarm_settings,
+    target_slugs,
     validate_config,
 )
 from regmix.layout import Layout
@@ -50,12 +53,16 @@ SPLITS = ["train", "valid"]
 MIX_IDS = mixture_ids(config)
 PACKS = proxy_packs(config)
 CANDIDATES = candidate_names(config)
+SWARMS = swarm_names(config)  # regression.extra_swarms
+# regression.targets, fitted next to the main target
+TARGET_SLUGS = target_slugs(config)
 
 
 wildcard_constraints:
     domain="|".join(DOMAINS),
     split="train|valid",
     candidate="|".join(CANDIDATES),
+    swarm="|".join(SWARMS) or "(?!)",
 
 
 # Track the package next to the Snakefile (the checkout being run), so that editing a

@@ -1,10 +1,46 @@
 # Stages 7-8: regression from mixture weights to the target loss, then the choice.
 
 
+rule import_swarm:
+    input:
+        mixtures=lambda w: swarm_settings(config, w.swarm)["swarm"]["mixtures"],
+        losses=lambda w: swarm_settings(config, w.swarm)["swarm"]["losses"],
+        code=code_files("import_swarm"),
+    output:
+        mixtures=L.swarm("{swarm}").mixtures,
+        losses=L.swarm("{swarm}").losses,
+        source=L.swarm("{swarm}").source,
+    log:
+        L.log("import_swarm", "{swarm}"),
+    container:
+        CONTAINER
+    params:
+        settings=lambda w: json.dumps(swarm_settings(config, w.swarm), sort_keys=True),
+        out=lambda w, output: os.path.dirname(output.source),
+    shell:
+        "regmix import-swarm --settings {params.settings:q} --mixtures {input.mixtures:q}"
+        " --losses {input.losses:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+_FIT_FILES = [
+    "model.pkl",
+    "cv.json",
+    "cv_predictions.csv",
+    "settings.json",
+    "pred_vs_true.png",
+]
+
+
 rule fit_regression:
     input:
         mixtures=L.proxy_mixtures_csv,
         losses=L.proxy_losses_csv,
+        swarms=[L.swarm(name).source for name in SWARMS],
+        swarm_tables=[
+            path
+            for name in SWARMS
+            for path in (L.swarm(name).mixtures, L.swarm(name).losses)
+        ],
         code=code_files("regression"),
     output:
         model=L.regression("model.pkl"),
@@ -12,18 +48,27 @@ rule fit_regression:
         predictions=L.regression("cv_predictions.csv"),
         settings=L.regression("settings.json"),
         plot=L.regression("pred_vs_true.png"),
+        targets=[
+            L.regression_target(slug, name)
+            for slug in TARGET_SLUGS
+            for name in _FIT_FILES
+        ],
     log:
         L.log("fit_regression"),
     container:
         CONTAINER
     params:
         settings=settings("regression"),
-        target=config["regression"]["target"],
-        regressor=config["regression"]["regressor"],
+        swarms=lambda w, input: (
+            "--swarm "
+            + " ".join(shlex.quote(os.path.dirname(p)) for p in input.swarms)
+            if input.swarms
+            else ""
+        ),
         out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "regmix fit --mixtures {input.mixtures:q} --losses {input.losses:q} --target {params.target:q}"
-        " --regressor {params.regressor:q} --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+        "regmix fit --settings {params.settings:q} --mixtures {input.mixtures:q} --losses {input.losses:q}"
+        " {params.swarms} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule choose_mixture:

@@ -95,7 +95,9 @@ def test_job_counts(paper_jobs):
 def test_selection_settings_reach_the_commands(paper_jobs):
     (fit,) = paper_jobs["fit_regression"]
     regressor = load_config(REPO_DIR / "config" / "paper.yaml")["regression"]["regressor"]
-    assert "--target pile_cc" in fit.shell and f"--regressor {regressor}" in fit.shell
+    # target and regressor reach the fit once, in its settings
+    assert '"target": "pile_cc"' in fit.shell and f'"regressor": "{regressor}"' in fit.shell
+    assert "--target" not in fit.shell and "--regressor" not in fit.shell
     (choose,) = paper_jobs["choose_mixture"]
     assert "--samples 1000000" in choose.shell and "--top-k 100" in choose.shell
     assert "--train-tokens 25000148992" in choose.shell
