@@ -43,8 +43,8 @@ RULES = ("topk", "optimize", "penalized", "trust_region")
 # candidates whose std or support distance is computed at once when a rule needs them:
 # only those whose prediction alone could still enter the top k are scored
 LAZY_BLOCK = 1024
-# rows of one distance block: 8192 x 512 proxies x 8 bytes = 32 MB
-SUPPORT_BLOCK = 8192
+# entries of one candidates x proxies distance block (8 bytes each: 32 MB; 8192 rows of a 512-run swarm)
+SUPPORT_CELLS = 4_194_304
 # bisection steps when a trust-region average is pulled back inside the radius
 SHRINK_STEPS = 60
 
@@ -71,9 +71,14 @@ def check_rule(rule: str, uncertainty_weight: float, trust_quantile: float) -> N
 def nearest_proxy_distance(model: FittedModel, rows: np.ndarray) -> np.ndarray:
     """Euclidean distance of each row to the nearest proxy mixture, in bounded blocks."""
     out = np.empty(len(rows))
-    for start in range(0, len(rows), SUPPORT_BLOCK):
-        out[start : start + SUPPORT_BLOCK] = model.support(rows[start : start + SUPPORT_BLOCK])[0]
+    step = _support_rows(model)
+    for start in range(0, len(rows), step):
+        out[start : start + step] = model.support(rows[start : start + step])[0]
     return out
+
+
+def _support_rows(model: FittedModel) -> int:
+    return max(1, SUPPORT_CELLS // max(len(model.swarm), 1))
 
 
 def trust_radius(model: FittedModel, quantile: float) -> float:
@@ -83,9 +88,14 @@ def trust_radius(model: FittedModel, quantile: float) -> float:
     if model.swarm is None or len(model.swarm) < 2:
         raise ValueError("the trust region needs the model's training swarm (2+ mixtures; rerun `regmix fit`)")
     T = np.asarray(model.swarm, dtype=float)
-    sq = (T**2).sum(axis=1)[:, None] + (T**2).sum(axis=1)[None, :] - 2.0 * T @ T.T
-    np.fill_diagonal(sq, np.inf)
-    nearest = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
+    norms = (T**2).sum(axis=1)
+    nearest = np.empty(len(T))
+    step = _support_rows(model)
+    for start in range(0, len(T), step):  # in blocks: a large (imported) swarm stays in memory
+        block = slice(start, start + step)
+        sq = norms[block, None] + norms[None, :] - 2.0 * T[block] @ T.T
+        sq[np.arange(len(sq)), np.arange(start, start + len(sq))] = np.inf  # not itself
+        nearest[block] = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
     return float(np.quantile(nearest, quantile))
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import regmix.choose as choose_module
 from regmix.choose import RULES, choose, pull_inside, simulate, simulate_top_k, trust_radius
 from regmix.cli import main as regmix_main
 from regmix.config import ConfigError, validate_config
@@ -338,12 +339,17 @@ def test_penalized_top_k_is_the_brute_force_top_k_of_its_score(gp_model):
     assert pen["uncertainty_weight"] == weight and result["weights"] == pen["weights"]
 
 
-def test_trust_radius_is_the_quantile_of_the_swarms_own_nearest_neighbour_distances(linear_model):
+@pytest.mark.parametrize("cells", [choose_module.SUPPORT_CELLS, 50])  # one block, and blocks of one row
+def test_trust_radius_is_the_quantile_of_the_swarms_own_nearest_neighbour_distances(linear_model, monkeypatch, cells):
+    monkeypatch.setattr(choose_module, "SUPPORT_CELLS", cells)
     T = linear_model.swarm
     distances = np.linalg.norm(T[:, None, :] - T[None, :, :], axis=2)
     np.fill_diagonal(distances, np.inf)
     for q in (0.5, 0.9, 1.0):
         assert trust_radius(linear_model, q) == pytest.approx(np.quantile(distances.min(axis=1), q), abs=1e-9)
+    rows = stage_rng(0, "x").dirichlet(np.ones(4), 300)
+    expected = np.linalg.norm(rows[:, None, :] - T[None, :, :], axis=2).min(axis=1)
+    np.testing.assert_allclose(choose_module.nearest_proxy_distance(linear_model, rows), expected, atol=1e-9)
 
 
 def test_trust_region_choice_lies_within_the_radius_where_top_k_does_not(linear_model):
