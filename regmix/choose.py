@@ -407,21 +407,24 @@ def plot_weights(
     prior: dict[str, float],
     baselines: dict[str, dict[str, float]],
     path: str | Path,
-    rule: str = "topk",
+    chosen: str = "topk",
 ) -> None:
     """Bars per domain: each reported choice (labelled with its prediction, std and
-    distance to the swarm, the chosen rule's first), the prior and any baselines."""
+    distance to the swarm; `chosen`, the one written as the mixture, first), the prior
+    and any baselines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ordered = [rule, *[name for name in choices if name != rule]]
+    ordered = [chosen, *[name for name in choices if name != chosen]]
     series = {}
     for name in ordered:
         c = choices[name]
         distance = "" if c.get("support_distance") is None else f", dist {c['support_distance']:.3f}"
-        label = f"{name}{' (chosen)' if name == rule else ''}: {c['predicted_target']:.4f} +- {c['predicted_std']:.4f}"
+        label = (
+            f"{name}{' (chosen)' if name == chosen else ''}: {c['predicted_target']:.4f} +- {c['predicted_std']:.4f}"
+        )
         series[label + distance] = c["weights"]
     series.update({"prior": prior, **baselines})
     domains = list(prior)
@@ -432,7 +435,7 @@ def plot_weights(
         ax.bar(x + (i - (len(series) - 1) / 2) * width, [mix.get(d, 0.0) for d in domains], width, label=label)
     ax.set_xticks(x, domains, rotation=45, ha="right")
     ax.set_ylabel("share of training tokens")
-    ax.set_title(f"Chosen mixture (choose.rule {rule}) vs prior; predicted target +- 1-sigma std")
+    ax.set_title(f"Chosen mixture ({chosen}) vs prior; predicted target +- 1-sigma std")
     ax.legend(fontsize="small")
     fig.tight_layout()
     with files.atomic_path(path) as tmp:
@@ -535,7 +538,9 @@ def main(argv: list[str]) -> int:
             frame.to_csv(tmp, index=False)
     if args.plot:
         baselines = {Path(p).stem: read_mixture_file(p, model.domains) for p in args.baselines}
-        plot_weights(result["choices"], prior, baselines, args.plot, result["rule"])
+        # the rule's own choice, unless rule optimize kept the top-k average
+        kept = result["rule"] if result["choices"][result["rule"]]["weights"] == result["weights"] else "topk"
+        plot_weights(result["choices"], prior, baselines, args.plot, kept)
     files.write_yaml(args.out, result)
     print(f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}")
     if result["trust_radius"]:
