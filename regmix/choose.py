@@ -376,7 +376,7 @@ def choose(
         choices[rule] = report
         chosen, selection = report, restricted
     result = {
-        "weights": chosen["weights"],
+        "weights": dict(chosen["weights"]),  # a copy: the YAML is written without an alias
         "predicted_target": chosen["predicted_target"],
         "target": model.target,
         "rule": rule,
@@ -435,7 +435,10 @@ def plot_weights(
         ax.bar(x + (i - (len(series) - 1) / 2) * width, [mix.get(d, 0.0) for d in domains], width, label=label)
     ax.set_xticks(x, domains, rotation=45, ha="right")
     ax.set_ylabel("share of training tokens")
-    ax.set_title(f"Chosen mixture ({chosen}) vs prior; predicted target +- 1-sigma std")
+    ax.set_title(
+        f"Chosen mixture ({chosen}) vs prior\nlegend: predicted target +- 1-sigma std, distance to the nearest proxy",
+        fontsize="medium",
+    )
     ax.legend(fontsize="small")
     fig.tight_layout()
     with files.atomic_path(path) as tmp:
