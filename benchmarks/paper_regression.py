@@ -17,14 +17,16 @@ the others doubt is a warning), and the rule's wall/CPU seconds (optimize includ
 simulation that gives its starts).
 
 `--cv-folds` (default 5; 0 = skip) picks the default regressor and rule by
-cross-validation on the 512 TRAINING runs only: the regressor by out-of-fold Spearman, the
-rule by its out-of-fold regret (each fold's model ranks the fold's held-out runs as the rule
-would rank candidates: by prediction, by prediction + uncertainty_weight x std, or by
-prediction among the runs within the trust radius; regret = mean true loss of its top 5
-minus the fold's best run). The same metrics on the 256 test runs are printed next to them
-and never used to pick. A held-out run is a real mixture with a real loss, so this is the
-one honest check of a choice rule without training a large model; it cannot see
-extrapolation far beyond the swarm, which is what penalized and trust_region guard against.
+cross-validation on the 512 TRAINING runs only, with the one-standard-error rule (within
+one standard error of the best fold mean, the cheaper regressor / simpler rule wins): the
+regressor by per-fold Spearman, the rule by its out-of-fold regret (each fold's model ranks
+the fold's held-out runs as the rule would rank candidates: by prediction, by prediction +
+uncertainty_weight x std, or by prediction among the runs within the trust radius; regret =
+mean true loss of its top 5 minus the fold's best run). The same metrics on the 256 test
+runs are printed next to them and never used to pick. A held-out run is a real mixture with
+a real loss, so this is the one honest check of a choice rule without training a large
+model; it cannot see extrapolation far beyond the swarm, which is what penalized and
+trust_region guard against.
 """
 
 from __future__ import annotations
@@ -146,8 +148,21 @@ def regret(scores: np.ndarray, y: np.ndarray, top: int = REGRET_TOP) -> float:
     return float(y[order].mean() - y.min()) if len(order) else float("nan")
 
 
-def print_selection(args, train, test, models: dict) -> None:
+def one_se_pick(means: dict[str, float], errors: dict[str, float], order: list[str], higher_is_better: bool) -> str:
+    """The first of `order` whose CV mean is within one standard error of the best one's
+    (the one-standard-error rule: a difference smaller than the folds' noise picks nothing)."""
+    best = (max if higher_is_better else min)(means, key=means.get)
+    margin = errors[best]
+    ok = [
+        k for k in order if (means[k] >= means[best] - margin if higher_is_better else means[k] <= means[best] + margin)
+    ]
+    return ok[0]
+
+
+def print_selection(args, train, test, models: dict, fit_seconds: dict[str, float]) -> None:
     """Pick the regressor and the rule by CV on the training runs; show the test runs' metrics beside."""
+    from scipy.stats import spearmanr
+
     from regmix.regression.regressors import kfold
 
     defaults = choose_defaults()
@@ -158,6 +173,7 @@ def print_selection(args, train, test, models: dict) -> None:
     X_test = X_test / X_test.sum(axis=1, keepdims=True)
     oof = {name: np.empty(len(y)) for name in models}
     oof_std = {name: np.empty(len(y)) for name in models}
+    fold_spearman = {name: [] for name in models}
     cv_regret = {name: {rule: [] for rule in args.rules} for name in models}
     start = time.perf_counter()
     for train_rows, held in kfold(len(y), args.cv_folds, 0):
@@ -165,57 +181,70 @@ def print_selection(args, train, test, models: dict) -> None:
             model = fit_model(train_mix.iloc[train_rows], train_loss.iloc[train_rows], TARGET, name, folds=5, seed=0)
             scores = rule_scores(model, X[held], q, weight)
             oof[name][held], oof_std[name][held] = model.predict_weights(X[held]), scores["_std"]
+            fold_spearman[name].append(100 * spearmanr(y[held], oof[name][held])[0])
             for rule in args.rules:
                 cv_regret[name][rule].append(regret(scores[rule], y[held]))
     seconds = time.perf_counter() - start
+
+    def mean_se(values):
+        values = np.asarray(values, dtype=float)
+        return float(np.nanmean(values)), float(np.nanstd(values, ddof=1) / np.sqrt(np.isfinite(values).sum()))
+
     print(
         f"\nSelection by {args.cv_folds}-fold CV on the {len(y)} TRAINING runs only ({seconds:.0f} s); the test "
         f"columns (the {len(y_test)} unseen runs, model fitted on all training runs) are shown, never used to pick. "
-        f"cover90 = share inside pred +- 1.645 std"
+        "Fold Sp. = mean +- standard error of the per-fold Spearman; cover90 = share inside pred +- 1.645 std"
     )
     header = (
-        f"{'regressor':<10} {'CV Spearman':>11} {'test Sp.':>8} {'CV RMSE':>8} {'test RMSE':>9} "
-        f"{'CV cover90':>10} {'test cov90':>10}"
+        f"{'regressor':<10} {'CV Spearman':>11} {'fold Sp. +- se':>15} {'test Sp.':>8} {'CV RMSE':>8} {'test RMSE':>9} "
+        f"{'CV cover90':>10} {'test cov90':>10} {'fit s':>6}"
     )
     print(header)
     print("-" * len(header))
-    test_scores = {}
-    cv_spearman = {}
+    test_scores, sp_mean, sp_se = {}, {}, {}
     for name, model in models.items():
         cv = score(y, oof[name], bootstrap=0)
         test_pred = model.predict_weights(X_test)
         held_out = score(y_test, test_pred, bootstrap=0)
         test_scores[name] = rule_scores(model, X_test, q, weight)
-        cv_spearman[name] = cv["spearman"]["value"]
+        sp_mean[name], sp_se[name] = mean_se(fold_spearman[name])
         print(
-            f"{name:<10} {cv['spearman']['value']:>11.2f} {held_out['spearman']['value']:>8.2f} "
-            f"{cv['rmse']['value']:>8.4f} {held_out['rmse']['value']:>9.4f} "
+            f"{name:<10} {cv['spearman']['value']:>11.2f} {f'{sp_mean[name]:.2f} +- {sp_se[name]:.2f}':>15} "
+            f"{held_out['spearman']['value']:>8.2f} {cv['rmse']['value']:>8.4f} {held_out['rmse']['value']:>9.4f} "
             f"{coverage90(y, oof[name], oof_std[name]):>10.3f} "
-            f"{coverage90(y_test, test_pred, test_scores[name]['_std']):>10.3f}"
+            f"{coverage90(y_test, test_pred, test_scores[name]['_std']):>10.3f} {fit_seconds[name]:>6.1f}"
         )
     print(
         f"\nRule regret (mean true loss of the top {REGRET_TOP} runs each rule ranks first, minus the best run; lower "
-        f"is better): CV = mean over the {args.cv_folds} held-out training folds, test = on the {len(y_test)} test runs"
+        f"is better): CV = mean +- standard error over the {args.cv_folds} held-out training folds, test = on the "
+        f"{len(y_test)} test runs"
     )
-    header = f"{'regressor':<10} " + " ".join(f"{'CV ' + r:>16} {'test ' + r:>18}" for r in args.rules)
+    header = f"{'regressor':<10} " + " ".join(f"{'CV ' + r:>22} {'test':>7}" for r in args.rules)
     print(header)
     print("-" * len(header))
     for name in models:
-        print(
-            f"{name:<10} "
-            + " ".join(
-                f"{np.nanmean(cv_regret[name][r]):>16.4f} {regret(test_scores[name][r], y_test):>18.4f}"
-                for r in args.rules
-            )
-        )
-    best_regressor = max(cv_spearman, key=cv_spearman.get)
-    cv_mean = {r: float(np.nanmean(cv_regret[best_regressor][r])) for r in args.rules}
-    best_rule = min(cv_mean, key=lambda r: (round(cv_mean[r], 6), RULES.index(r)))  # ties: the simpler rule
+        cells = []
+        for r in args.rules:
+            m, se = mean_se(cv_regret[name][r])
+            cells.append(f"{f'{m:.4f} +- {se:.4f}':>22} {regret(test_scores[name][r], y_test):>7.4f}")
+        print(f"{name:<10} " + " ".join(cells))
+    # ties within the folds' noise go to the cheaper regressor (fit seconds on the training runs, this run)
+    # and to the simpler rule (the order of choose.rule's enum)
+    regressor = one_se_pick(sp_mean, sp_se, sorted(models, key=fit_seconds.get), higher_is_better=True)
+    stats = {r: mean_se(cv_regret[regressor][r]) for r in args.rules}
+    rule = one_se_pick(
+        {r: v[0] for r, v in stats.items()},
+        {r: v[1] for r, v in stats.items()},
+        [r for r in RULES if r in args.rules],
+        higher_is_better=False,
+    )
+    best_regressor = max(sp_mean, key=sp_mean.get)
+    best_rule = min(stats, key=lambda r: stats[r][0])
     print(
-        f"Picked by CV on the training runs: regressor {best_regressor} "
-        f"(CV Spearman {cv_spearman[best_regressor]:.2f}), "
-        f"rule {best_rule} (CV regret {cv_mean[best_rule]:.4f} with {best_regressor}; ties go to the earlier of "
-        f"{list(RULES)}). Schema defaults: regressor {regression_defaults()['regressor']}, rule {defaults['rule']}."
+        f"Picked by CV on the training runs (one-standard-error rule): regressor {regressor} (best mean fold "
+        f"Spearman: {best_regressor}; the cheapest within one se of it), rule {rule} (lowest CV regret with "
+        f"{regressor}: {best_rule}; the simplest within one se of it). Schema defaults: regressor "
+        f"{regression_defaults()['regressor']}, rule {defaults['rule']}."
     )
 
 
@@ -308,7 +337,8 @@ def main(argv: list[str]) -> int:
     if args.rules:
         print_rules(args, rows, models, prior, named)
     if args.cv_folds:
-        print_selection(args, (train_mix, train_loss), (test_mix, test_loss), models)
+        fit_seconds = {name: fit_s for name, _, fit_s, *_ in rows}
+        print_selection(args, (train_mix, train_loss), (test_mix, test_loss), models, fit_seconds)
     if args.fit_seeds:
         print(
             f"\nStability over fit seeds {args.fit_seeds} (choice seed 0): Spearman / L1 to paper / pile_cc / "
