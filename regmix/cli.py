@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "fit": ("regmix.regression:fit_main", "fit a regressor from mixture weights to a target loss"),
     "predict": ("regmix.regression:predict_main", "predict the target for mixtures with a fitted regressor"),
-    "choose": ("regmix.choose:main", "simulate candidate mixtures, predict them and average the top-k"),
+    "choose": ("regmix.choose:main", "simulate candidate mixtures, predict them and choose one by choose.rule"),
     "candidate": ("regmix.candidates:main", "write one large-model candidate mixture"),
     "train-large": ("regmix.train:large_main", "train a large model on a candidate mixture"),
     "make-tasks": ("regmix.evaluate:make_tasks_main", "generate local lm-eval tasks from held-out data"),

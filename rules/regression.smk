@@ -87,13 +87,8 @@ rule choose_mixture:
         CONTAINER
     params:
         model=lambda w, input: os.path.dirname(input.model),
-        samples=config["choose"]["samples"],
-        top_k=config["choose"]["top_k"],
-        max_epochs=config["mixtures"]["max_epochs"],
-        train_tokens=stage_settings(config, "choose")["large_train_tokens"],
-        seed=config["seed"],
+        settings=settings("choose"),
     shell:
-        "regmix choose --model {params.model:q} --prior {input.prior:q} --samples {params.samples}"
-        " --top-k {params.top_k} --max-epochs {params.max_epochs} --tokens-available {input.counts:q}"
-        " --train-tokens {params.train_tokens} --seed {params.seed}"
-        " --plot {output.plot:q} --topk-out {output.topk:q} --out {output.chosen:q} > {log:q} 2>&1"
+        "regmix choose --settings {params.settings:q} --model {params.model:q} --prior {input.prior:q}"
+        " --tokens-available {input.counts:q} --out {output.chosen:q} --topk-out {output.topk:q}"
+        " --plot {output.plot:q} > {log:q} 2>&1"
