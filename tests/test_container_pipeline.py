@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO_DIR, copy_workflow, run_snakemake
 
@@ -108,15 +109,15 @@ def sif(image_tag, tmp_path_factory) -> Path:
     return sif_path
 
 
+def _snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_snakemake(workdir, "--cores", "2", "--configfile", "config/container.yaml", *extra, timeout=1500)
+
+
 def _run_in_container(workdir: Path, sif_path: Path) -> subprocess.CompletedProcess:
     os.environ["PATH"] = f"{STANDIN_DIR}:{os.environ['PATH']}"
     try:
-        return run_snakemake(
+        return _snakemake(
             workdir,
-            "--cores",
-            "2",
-            "--configfile",
-            "config/micro.yaml",
             "--config",
             f"container={sif_path}",
             "--sdm",
@@ -124,17 +125,63 @@ def _run_in_container(workdir: Path, sif_path: Path) -> subprocess.CompletedProc
             # as slurm/config.yaml: the checkout's code, not the copy baked into the image
             "--apptainer-args",
             f"--env PYTHONPATH={workdir}",
-            timeout=1500,
         )
     finally:
         os.environ["PATH"] = os.environ["PATH"].removeprefix(f"{STANDIN_DIR}:")
 
 
 @pytest.fixture(scope="module")
-def container_run(sif, tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("container") / "workflow")
+def study_config(tmp_path_factory) -> Path:
+    """The micro study on jsonl files written once, so both runs read the same documents.
+
+    The demo source reads the text the installation put on disk, and the image's
+    installation is not the host's (another Python, no test tools): its corpus would
+    differ, and so would every number after it. Demo validation-only sets become jsonl
+    sets of the same held-out documents."""
+    from regmix.config import load_config, stage_settings
+    from regmix.corpus import build_demo
+
+    folder = tmp_path_factory.mktemp("study")
+    raw = yaml.safe_load((REPO_DIR / "config" / "micro.yaml").read_text())
+    config = load_config(REPO_DIR / "config" / "micro.yaml")
+    demo_sets = {n: s["domain"] for n, s in config.get("validation_sets", {}).items() if s["kind"] == "demo"}
+    corpus_settings = stage_settings(config, "corpus")
+    corpus_settings["domains"] = [*config["domains"], *demo_sets.values()]
+    build_demo(corpus_settings, folder / "corpus")
+    for split in ("train", "valid"):
+        (folder / "data" / split).mkdir(parents=True)
+        for domain in config["domains"]:
+            shutil.copy(folder / "corpus" / domain / f"{split}.jsonl", folder / "data" / split / f"{domain}-0.jsonl")
+    for name, domain in demo_sets.items():
+        (folder / "sets").mkdir(exist_ok=True)
+        shutil.copy(folder / "corpus" / domain / "valid.jsonl", folder / "sets" / f"{name}.jsonl")
+        raw["validation_sets"][name] = {"kind": "jsonl", "files": str(folder / "sets" / f"{name}.jsonl")}
+    raw["data"]["source"] = {"kind": "jsonl", "path": str(folder / "data")}
+    del raw["data"]["demo_max_bytes_per_domain"]
+    path = folder / "container.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _workflow(tmp_path_factory, name: str, study_config: Path) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp(name) / "workflow")
+    shutil.copy(study_config, workdir / "config" / "container.yaml")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def container_run(sif, study_config, tmp_path_factory) -> Path:
+    workdir = _workflow(tmp_path_factory, "container", study_config)
     proc = _run_in_container(workdir, sif)
     assert proc.returncode == 0, f"micro pipeline in the container failed:\n{proc.stderr[-6000:]}"
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def host_run(study_config, tmp_path_factory) -> Path:
+    workdir = _workflow(tmp_path_factory, "host", study_config)
+    proc = _snakemake(workdir)
+    assert proc.returncode == 0, f"micro pipeline on the host failed:\n{proc.stderr[-6000:]}"
     return workdir
 
 
@@ -154,9 +201,10 @@ def test_every_job_ran_inside_the_image(container_run, sif):
         assert f"from {container_run / 'regmix'}" in first, (log, first)  # the checkout's code
 
 
-def test_container_outputs_equal_the_host_run(container_run, micro_run):
+def test_container_outputs_equal_the_host_run(container_run, host_run):
+    runs = (container_run, host_run)
     for table in ("proxies/losses.csv", "mixtures/mixtures.csv"):
-        inside, outside = _rows(container_run / "results" / table), _rows(micro_run / "results" / table)
+        inside, outside = _rows(container_run / "results" / table), _rows(host_run / "results" / table)
         assert [r.keys() for r in inside] == [r.keys() for r in outside], table
         for a, b in zip(inside, outside, strict=True):
             for key in a:
@@ -164,8 +212,14 @@ def test_container_outputs_equal_the_host_run(container_run, micro_run):
                     assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), (table, key)
                 except ValueError:
                     assert a[key] == b[key], (table, key)
-    chosen = [json.loads((run / "results" / "chosen" / "mixture.json").read_text()) for run in (container_run, micro_run)]
+    chosen = [yaml.safe_load((run / "results" / "chosen" / "regmix.yaml").read_text()) for run in runs]
     assert chosen[0]["weights"] == pytest.approx(chosen[1]["weights"], rel=1e-6)
+    candidates = sorted(p.name for p in (container_run / "results" / "large").iterdir() if p.is_dir())
+    assert candidates == sorted(p.name for p in (host_run / "results" / "large").iterdir() if p.is_dir())
+    assert "regmix" in candidates
+    for name in candidates:
+        losses = [json.loads((run / "results" / "large" / name / "losses.json").read_text()) for run in runs]
+        assert losses[0]["val_loss"] == pytest.approx(losses[1]["val_loss"], rel=1e-6), name
 
 
 def test_a_checkout_change_is_what_runs_in_the_container(container_run, sif):
