@@ -17,13 +17,13 @@ rule fit_regression:
     container:
         CONTAINER
     params:
+        # the settings carry regression.target (a set, mean, or a {set: weight} objective)
+        # and the regressor
         settings=settings("regression"),
-        target=config["regression"]["target"],
-        regressor=config["regression"]["regressor"],
         out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "regmix fit --mixtures {input.mixtures:q} --losses {input.losses:q} --target {params.target:q}"
-        " --regressor {params.regressor:q} --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+        "regmix fit --mixtures {input.mixtures:q} --losses {input.losses:q}"
+        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule choose_mixture:
