@@ -306,7 +306,7 @@ def test_two_process_gloo_matches_one_process(ws, tmp_path):
 def test_a_validation_set_is_scored_but_never_trained_on(ws, packed, tmp_path):
     """A validation-only set's windows are scored next to the domains' (an extra loss in
     losses.json and the logs) and change nothing about training."""
-    write_tokens(ws["data"], "held", "valid", domain_tokens(7, 2000, 1))
+    write_tokens(ws["data"], "held", "valid", domain_tokens(2, 2000, 9))
     out_dirs = [tmp_path / m for m in ("mix_0000", "mix_0001", "mix_0002")]
     code = train(
         {**settings(), "validation_sets": ["held"]},
