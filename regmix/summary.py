@@ -51,9 +51,10 @@ def summary_table(
         }
     )
     if validation_sets:
-        names = ", ".join(f"'{n}'" for n in validation_sets)
-        held_out = _query(db, f"SELECT candidate, domain, loss FROM large_losses WHERE domain IN ({names})")
-        held_out = held_out.pivot(index="candidate", columns="domain", values="loss")
+        held_out = _query(db, "SELECT candidate, domain, loss FROM large_losses")
+        held_out = held_out[held_out.domain.isin(validation_sets)].pivot(
+            index="candidate", columns="domain", values="loss"
+        )
         for name in validation_sets:
             if name not in held_out.columns or held_out[name].reindex(candidates).isna().any():
                 raise ValueError(f"{db}: no large-model loss on validation set {name!r} for every candidate")

@@ -126,6 +126,26 @@ def test_text_and_jsonl_sets_are_read_in_order(tmp_path):
     assert list(sources.iter_validation_documents(settings, None, "bench")) == ["a question", "another"]
 
 
+def test_a_huggingface_set_keeps_the_rows_of_the_named_values(tmp_path):
+    """Like the paper's target: the Pile-CC rows of a validation split, nothing else."""
+    path = tmp_path / "val.jsonl"
+    rows = [
+        {"text": f"{name} row {i}", "meta": {"pile_set_name": name}} for i in range(3) for name in ("Pile-CC", "ArXiv")
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {
+        "kind": "huggingface",
+        "name_or_path": "json",
+        "data_files": {"validation": str(path)},
+        "domain_column": "meta.pile_set_name",
+        "values": ["Pile-CC"],
+    }
+    config = config_with({"pile_cc": spec})
+    assert sources.validation_set_files(config, "pile_cc") == [str(path)]
+    docs = list(sources.iter_validation_documents(validation_set_settings(config, "pile_cc"), None, "pile_cc"))
+    assert docs == [f"Pile-CC row {i}" for i in range(3)]
+
+
 def test_an_empty_or_missing_set_is_an_error_naming_it(tmp_path):
     pattern = write_text_set(tmp_path / "blank", ["  ", "\n"])
     settings = reading_settings({"blank": {"kind": "text", "files": pattern}})
