@@ -188,10 +188,9 @@ def check_source_config(config: dict) -> None:
     elif kind == "huggingface":
         mapped = {d for d in source["domain_map"].values() if d is not None}
         _check_domain_sets(mapped, domains, "data.source.domain_map")
-        for split_name, spec in (source["data_files"] or {}).items():
-            for pattern in [spec] if isinstance(spec, str) else spec:
-                if not _is_remote(pattern) and not _glob(pattern):
-                    raise ConfigError(f"config key 'data.source.data_files.{split_name}': {pattern!r} matches no file")
+        for split_name, pattern in _local_patterns(source["data_files"]):
+            if not _glob(pattern):
+                raise ConfigError(f"config key 'data.source.data_files.{split_name}': {pattern!r} matches no file")
     else:  # parquet, text
         _check_domain_sets(set(source["files"]), domains, "data.source.files")
         for domain in domains:
@@ -336,12 +335,13 @@ def local_files(source: dict, domain: str, split: str, corpus_dir: str | Path | 
         return jsonl_files(source, domain, split)
     if kind in ("parquet", "text"):
         return _glob_files(source, domain, split)
-    # huggingface: local data files or a local dataset folder; nothing for a hub name
-    files: list[str] = []
-    for spec in (source["data_files"] or {}).values():
-        for pattern in [spec] if isinstance(spec, str) else spec:
-            if not _is_remote(pattern):
-                files += _glob(pattern)
+    return _huggingface_files(source)
+
+
+def _huggingface_files(source: dict) -> list[str]:
+    """Local data files, or a local dataset folder's files, of a huggingface source (a
+    domain source or a validation-only set); nothing for a hub name."""
+    files = [path for _, pattern in _local_patterns(source["data_files"]) for path in _glob(pattern)]
     local = Path(source["name_or_path"])
     if not files and local.exists():
         files = [str(local)] if local.is_file() else sorted(str(p) for p in local.rglob("*") if p.is_file())
@@ -353,13 +353,7 @@ def validation_set_files(config: dict, name: str) -> list[str]:
     spec = config["validation_sets"][name]
     if spec["kind"] == "demo":
         return [Layout(config["results_dir"]).corpus.validation_set(name)]
-    if spec["kind"] != "huggingface":
-        return _glob(spec["files"])
-    files = [path for _, pattern in _local_patterns(spec["data_files"]) for path in _glob(pattern)]
-    local = Path(spec["name_or_path"])
-    if not files and local.exists():
-        files = [str(local)] if local.is_file() else sorted(str(p) for p in local.rglob("*") if p.is_file())
-    return sorted(set(files))
+    return _huggingface_files(spec) if spec["kind"] == "huggingface" else _glob(spec["files"])
 
 
 # --------------------------------------------------------------------------- reading
