@@ -175,22 +175,24 @@ def predicted_vs_achieved(data: dict, settings: dict, plt):
     if rows.empty:
         raise ValueError("the database holds no transfer rows (no large model was scored)")
     colors = {"regmix": "#d62728", "baseline": "#7f7f7f", "named": "#2ca02c", "random": "#1f77b4"}
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
     for kind, part in rows.groupby("kind", sort=True):
         ax.scatter(part["predicted_target"], part["achieved_target"], color=colors.get(kind, "black"), s=32, label=kind)
     for r in rows.itertuples():
         ax.annotate(
             r.candidate, (r.predicted_target, r.achieved_target), fontsize=7, xytext=(4, 2), textcoords="offset points"
         )
-    target = _target_label(settings)
+    ax.margins(x=0.18, y=0.12)  # room for the names at the edges
     ax.set_xlabel(f"predicted by the regression ({LOSS_UNIT})")
-    ax.set_ylabel(f"achieved: large model's {target}\n({LOSS_UNIT})", fontsize=9)
+    ax.set_ylabel(f"achieved by the large model ({LOSS_UNIT})")
     t = summary.iloc[0] if len(summary) else None
     if t is None or pd.isna(t.spearman):
         stat = "Spearman ρ undefined"
     else:
         stat = f"Spearman ρ = {t.spearman:.2f} (95% bootstrap CI {t.ci_low:.2f} .. {t.ci_high:.2f})"
-    ax.set_title(f"Proxies to large models, {len(rows)} candidates:\n{stat}", fontsize=10)
+    ax.set_title(
+        f"Proxies to large models, {len(rows)} candidates\ntarget: {_target_label(settings)}\n{stat}", fontsize=9
+    )
     ax.legend(fontsize=7, loc="best")
     return fig
 

@@ -275,7 +275,7 @@ def test_predicted_vs_achieved_names_every_candidate_and_the_transfer_spearman(d
         points = np.concatenate([c.get_offsets() for c in ax.collections])
         expected = data["transfer"][["predicted_target", "achieved_target"]].to_numpy()
         assert sorted(map(tuple, points.round(8))) == sorted(map(tuple, expected.round(8)))
-        assert "held" in ax.get_ylabel()
+        assert "held" in ax.get_title()
         curves = plots.large_training_curves(data, settings, plt)
         right = curves.axes[1]
         final = {line.get_label(): line.get_ydata()[-1] for line in right.get_lines()}
