@@ -45,6 +45,8 @@ RESULT_PATTERNS = (
     _REL.proxy("*").losses,
     _REL.proxy("*").train_log,
     _REL.regression("*"),
+    _REL.regression_target("*", "*"),
+    f"{_REL.swarms_dir}/*/*",
     f"{_REL.chosen_dir}/*",
     f"{_REL.candidates_dir}/*",
     _REL.large("*").losses,

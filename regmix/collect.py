@@ -22,8 +22,8 @@ import pandas as pd
 from regmix import files
 from regmix.candidates import RANDOM_NAME
 from regmix.config import parse_settings
-from regmix.layout import TokenDir
-from regmix.targets import study_target
+from regmix.layout import Layout, TokenDir
+from regmix.targets import parse_target, study_target, target_slug
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
@@ -523,6 +523,20 @@ ROW_TABLES: dict[str, dict[str, str]] = {
     "proxy_runs": {"mix_id": _S, **_RUN},
     "proxy_train_log": {"mix_id": _S, **_TRAIN_LOG},
     "proxy_val_log": {"mix_id": _S, "step": _I, "domain": _S, "loss": _F},
+    "imported_mixtures": {"source": _S, "mix_id": _S, "domain": _S, "weight": _F},
+    "imported_losses": {"source": _S, "mix_id": _S, "domain": _S, "loss": _F},
+    "regression_targets": {
+        "target": _S,
+        "label": _S,
+        "main": _B,
+        "regressor": _S,
+        "rows": _I,
+        "spearman": _F,
+        "spearman_ci_low": _F,
+        "spearman_ci_high": _F,
+        "pearson": _F,
+        "rmse": _F,
+    },
     "regression_cv": {"key": _S, "value": _F, "text": _S},
     "regression_settings": {"key": _S, "value": _F, "text": _S},
     "chosen_mixture": {"domain": _S, "weight": _F, "epochs": _F, "predicted_target": _F},
@@ -603,6 +617,9 @@ ROW_TABLES: dict[str, dict[str, str]] = {
 }
 
 
+_REL = Layout("")  # paths relative to the results folder
+
+
 def gather_tables(
     settings: dict, results: str | Path, regressor_loader: Callable[[Path], Any] = load_regressor
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
@@ -647,6 +664,44 @@ def gather_tables(
         t["proxy_train_log"] += train
         t["proxy_val_log"] += valid
 
+    for entry in settings["regression"].get("extra_swarms", []):
+        swarm = _REL.swarm(entry["name"])
+        for table, relative, value in (
+            ("imported_mixtures", swarm.mixtures, "weight"),
+            ("imported_losses", swarm.losses, "loss"),
+        ):
+            wide = read.csv(relative).set_index("index")
+            long = wide.rename_axis(columns="domain").stack().rename(value).reset_index()
+            t[table] += [
+                {"source": entry["name"], "mix_id": str(r["index"]), "domain": r["domain"], value: float(r[value])}
+                for r in long.to_dict("records")
+            ]
+    sets = settings.get("validation_sets", ())
+    main_label = parse_target(target, domains, validation_sets=sets).label
+    fits = [(target_slug(target), main_label, True, "regression/cv.json")]
+    for spec in settings["regression"].get("targets", []):
+        slug = target_slug(spec)
+        fits.append(
+            (
+                slug,
+                parse_target(spec, domains, validation_sets=sets).label,
+                False,
+                _REL.regression_target(slug, "cv.json"),
+            )
+        )
+    for slug, label, main, relative in fits:
+        cv = read.json(relative)
+        t["regression_targets"].append(
+            {
+                "target": slug,
+                "label": label,
+                "main": main,
+                "regressor": cv["regressor"],
+                "rows": cv["rows"],
+                **{f"spearman_{k}": cv["spearman"][k] for k in ("ci_low", "ci_high")},
+                **{m: cv[m]["value"] for m in ("spearman", "pearson", "rmse")},
+            }
+        )
     t["regression_cv"] = _flatten(read.json("regression/cv.json"))
     t["regression_settings"] = _flatten(read.json("regression/settings.json"))
     cv_pred = read.csv("regression/cv_predictions.csv")

@@ -20,7 +20,7 @@ import yaml
 
 # the command side of the config route lives in regmix.settings (no validator imports there)
 from regmix.settings import ConfigError, parse_settings  # noqa: F401  (re-exported)
-from regmix.targets import TargetError, parse_target
+from regmix.targets import TargetError, parse_target, target_slug
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 WEIGHT_SUM_TOLERANCE = 1e-3
@@ -299,9 +299,14 @@ def _check_semantics(config: dict) -> None:
     for name, weights in config["large"]["named"].items():
         check_weights(weights, domains, f"large.named.{name}")
     try:
-        parse_target(config["regression"]["target"], domains, validation_sets=list(config["validation_sets"]))
+        sets = list(config["validation_sets"])
+        parse_target(config["regression"]["target"], domains, validation_sets=sets)
+        for number, spec in enumerate(config["regression"]["targets"]):
+            parse_target(spec, domains, f"regression.targets[{number}]", validation_sets=sets)
     except TargetError as err:
         raise ConfigError(str(err)) from None
+    target_slugs(config)
+    _check_swarm_names(config)
     limits = config["data"]["token_limit"] or {}
     unknown = sorted(set(limits) - set(domains))
     if unknown:
@@ -319,6 +324,42 @@ def _check_semantics(config: dict) -> None:
 
     sources.check_source_config(config)
     sources.check_validation_sets(config)
+
+
+def target_slugs(config: dict) -> list[str]:
+    """The folder name of each `regression.targets` entry, in order; two entries with one name are refused."""
+    slugs: dict[str, int] = {}
+    for number, spec in enumerate(config["regression"]["targets"]):
+        slug = target_slug(spec)
+        if slug.lower() in slugs:
+            raise ConfigError(
+                f"config key 'regression.targets[{number}]' = {spec!r}: the same target (folder {slug!r}) "
+                f"as regression.targets[{slugs[slug.lower()]}]"
+            )
+        slugs[slug.lower()] = number
+    return [target_slug(spec) for spec in config["regression"]["targets"]]
+
+
+def _check_swarm_names(config: dict) -> None:
+    seen: dict[str, int] = {}
+    for number, entry in enumerate(config["regression"]["extra_swarms"]):
+        name = entry["name"].lower()
+        if name in seen:
+            raise ConfigError(
+                f"config key 'regression.extra_swarms[{number}].name' = {entry['name']!r}: "
+                f"also the name of regression.extra_swarms[{seen[name]}] (names differing only in case count as one)"
+            )
+        seen[name] = number
+
+
+def swarm_names(config: dict) -> list[str]:
+    return [entry["name"] for entry in config["regression"]["extra_swarms"]]
+
+
+def swarm_settings(config: dict, name: str) -> dict:
+    """What `regmix import-swarm` reads for one extra swarm: the study's domains and the entry."""
+    (entry,) = [e for e in config["regression"]["extra_swarms"] if e["name"] == name]
+    return {"seed": config["seed"], "domains": config["domains"], "swarm": entry}
 
 
 def candidate_names(config: dict) -> list[str]:

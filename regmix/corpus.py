@@ -474,7 +474,7 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
             for domain, split, text in sources.iter_all_domains(settings, read_split):
                 temps[(domain, split)][1].write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
                 counts[domain]["documents"][split] += 1
-                counts[domain]["bytes"][split] += len(text.encode("utf-8"))
+                counts[domain]["bytes"][split] += sources.utf8_length(text)
         for _tmp, writer in temps.values():
             writer.close()
         manifest = {

@@ -80,6 +80,26 @@ class TokenDir:
 
 
 @dataclass(frozen=True)
+class SwarmDir:
+    """An imported swarm (`regmix import-swarm`): RegMix-format CSVs in the study's domains,
+    and a record of where they came from and what the import changed."""
+
+    root: str
+
+    @property
+    def mixtures(self) -> str:
+        return _join(self.root, "mixtures.csv")
+
+    @property
+    def losses(self) -> str:
+        return _join(self.root, "losses.csv")
+
+    @property
+    def source(self) -> str:
+        return _join(self.root, "source.json")
+
+
+@dataclass(frozen=True)
 class Layout:
     """Every output path of a run under `results_dir`."""
 
@@ -140,6 +160,14 @@ class Layout:
     def proxy_losses_csv(self) -> str:
         return self._path("proxies", "losses.csv")
 
+    # imported swarms: someone else's (or an earlier study's) proxy runs
+    @property
+    def swarms_dir(self) -> str:
+        return self._path("swarms")
+
+    def swarm(self, name: str) -> SwarmDir:
+        return SwarmDir(self._path("swarms", name))
+
     # stages 7-8: regression and the chosen mixture
     @property
     def regression_dir(self) -> str:
@@ -148,6 +176,10 @@ class Layout:
     def regression(self, name: str) -> str:
         """A file of the regression folder: model.pkl, cv.json, cv_predictions.csv, settings.json, pred_vs_true.png."""
         return self._path("regression", name)
+
+    def regression_target(self, slug: str, name: str) -> str:
+        """The same files for one more target of `regression.targets` (slug: `regmix.targets.target_slug`)."""
+        return self._path("regression", "targets", slug, name)
 
     @property
     def chosen_dir(self) -> str:

@@ -80,15 +80,35 @@ VALIDATION_KIND_KEYS: dict[str, set[str]] = {
 # `pubmed_central-0.jsonl` (RegMix's own prefix match did).
 _JSONL_NAME = re.compile(r"^([A-Za-z0-9_]+)(?:[-.][^/]*)?\.jsonl?(?:\.gz|\.zst)?$")
 _ARROW_BATCH_ROWS = 2000
+UTF8_PIECE_CHARS = 1 << 20  # characters encoded to bytes at a time when hashing or measuring a document
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
+def utf8_pieces(text: str, piece_chars: int = UTF8_PIECE_CHARS) -> Iterator[bytes]:
+    """The UTF-8 encoding of `text` in pieces of at most `piece_chars` characters, so a
+    huge document is never copied whole to bytes (joined, the pieces are `text.encode()`)."""
+    for start in range(0, len(text), piece_chars):
+        yield text[start : start + piece_chars].encode("utf-8")
+
+
+def utf8_length(text: str) -> int:
+    """len(text.encode("utf-8")) without encoding the whole text at once."""
+    if text.isascii():  # O(1) in CPython: the string knows it is ASCII
+        return len(text)
+    if len(text) <= UTF8_PIECE_CHARS:
+        return len(text.encode("utf-8"))
+    return sum(len(piece) for piece in utf8_pieces(text))
+
+
 def unit_hash(text: str, seed: int, purpose: str) -> float:
     """A seeded hash of a document in [0, 1): the same text always lands the same way."""
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=f"{purpose}:{seed}".encode()).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    digest = hashlib.blake2b(digest_size=8, key=f"{purpose}:{seed}".encode())
+    for piece in utf8_pieces(text):
+        digest.update(piece)
+    return int.from_bytes(digest.digest(), "big") / 2.0**64
 
 
 def in_valid_split(text: str, seed: int, valid_fraction: float) -> bool:
@@ -377,7 +397,7 @@ class ReadStats:
             self.unreadable += 1
             self.first_unreadable = self.first_unreadable or where
             return False
-        if not text.strip():
+        if not text or text.isspace():  # `not text.strip()` without copying the text
             self.empty += 1
             return False
         return True
@@ -534,26 +554,30 @@ def _huggingface_set_records(spec: dict, label: str):
 def _checked_text(text, where: str):
     if not isinstance(text, str):
         return _BAD, f"{where}: text is {type(text).__name__}, not a string"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")  # lone surrogates from JSON escapes cannot be tokenized
-        except UnicodeEncodeError:
-            return _BAD, f"{where}: text has unpaired surrogates"
+    if not text.isascii() and _SURROGATE.search(text):  # lone surrogates from JSON escapes cannot be tokenized
+        return _BAD, f"{where}: text has unpaired surrogates"
     return text, where
 
 
 def _jsonl_records(files: list[str], text_field: str):
     for path in files:
         with read_binary(path) as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
+            lineno = 0  # not enumerate(): its cached result tuple would keep each raw line alive
+            for line in handle:
+                lineno += 1
+                if not line or line.isspace():  # `not line.strip()` without copying the line
                     continue
                 where = f"{path}:{lineno}"
                 try:
+                    # json.loads(bytes) decodes the same way; decoding first lets the raw line go
+                    # before parsing, so a huge line is held twice at most, never three times
+                    line = line.decode(json.detect_encoding(line), "surrogatepass")
                     record = json.loads(line)
                 except ValueError as err:  # bad UTF-8 or malformed JSON
                     yield _BAD, f"{where}: {type(err).__name__}: {err}"
                     continue
+                finally:
+                    del line  # nor is it kept alive next to its parsed text while consumers run
                 try:
                     text = _dotted(record, text_field)
                 except KeyError:
@@ -571,11 +595,19 @@ def _text_records(files: list[str], unit: str):
                 except UnicodeDecodeError as err:
                     yield _BAD, f"{path}: {err}"
                 continue
-            for lineno, line in enumerate(handle, 1):
+            lineno = 0  # not enumerate(): its cached result tuple would keep each raw line alive
+            for line in handle:
+                lineno += 1
+                where = f"{path}:{lineno}"
                 try:
-                    yield line.decode("utf-8").rstrip("\r\n"), f"{path}:{lineno}"
+                    end = len(line)
+                    while end and line[end - 1] in b"\r\n":
+                        end -= 1
+                    text = str(memoryview(line)[:end], "utf-8")  # decodes without a stripped copy of the line
                 except UnicodeDecodeError as err:
-                    yield _BAD, f"{path}:{lineno}: {err}"
+                    text, where = _BAD, f"{where}: {err}"
+                del line  # the raw line is not kept alive next to its text while consumers run
+                yield text, where
 
 
 def _arrow_column(table, dotted: str):

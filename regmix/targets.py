@@ -114,3 +114,17 @@ def study_target(settings: Mapping[str, Any]) -> Target:
     return parse_target(
         settings["regression"]["target"], settings["domains"], validation_sets=settings.get("validation_sets", ())
     )
+
+
+def target_slug(spec: str | Mapping[str, Any]) -> str:
+    """A file name for a configured target: a set name or `mean` as it is; a weighted objective
+    as its sets in name order, each followed by its normalised weight in percent (`.` as `p`),
+    e.g. `{docs: 1, code: 1}` -> `code50_docs50`. Call it on a spec parse_target accepted."""
+    if isinstance(spec, str):
+        return spec
+    total = sum(float(w) for w in spec.values())
+    parts = []
+    for name in sorted(spec):
+        percent = format(100.0 * float(spec[name]) / total, ".4g").replace(".", "p")
+        parts.append(f"{name}{percent}")
+    return "_".join(parts)

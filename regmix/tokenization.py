@@ -5,7 +5,13 @@ Documents stream from `regmix.sources.iter_documents` in batches of about
 tokenizer, single-threaded per process) while this process reads the next ones. Results
 are written in submission order, so the output does not depend on the worker count, and
 at most 2 x workers batches are in flight, so memory does not depend on the domain's
-size. Each document is followed by the EOS token. Token files are uint16 when the
+size. The tokenizer itself is never given more than `data.max_chunk_chars` characters in one
+call (see `document_pieces`), so its working memory (about 125 bytes per character for a
+byte-level BPE) is bounded by that setting, not by the longest document. What still grows
+with a document is its text (a Python str, 1, 2 or 4 bytes per character, held twice
+while its JSON line is parsed) and its ids (2 or 4 bytes per token): for one 30 MB
+document, peak RSS 0.38 GB instead of 3.8 GB (`benchmarks/long_document.py`).
+Each document is followed by the EOS token. Token files are uint16 when the
 vocabulary fits (<= 65535 ids), else uint32, cut into shards of `data.shard_max_tokens`
 (`train.bin`, `train.00001.bin`, ...) that the sidecar lists in order.
 
@@ -23,6 +29,7 @@ import heapq
 import itertools
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -45,34 +52,109 @@ def token_dtype(vocab_size: int) -> np.dtype:
 # --------------------------------------------------------------------------- encoding
 
 _ENCODER = None  # per-process tokenizer of the worker pool
+# A space that follows a non-whitespace character starts a new pre-token in every GPT-2
+# style split pattern (` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+` and the whitespace runs):
+# no pre-token holds a non-whitespace character and the space after it. Python's `\S` is
+# narrower than the Unicode non-whitespace those patterns use, so it never admits a false cut.
+# The same holds for a newline under the GPT-2 pattern that `regmix train-tokenizer` uses, but
+# not under every pretrained one (Llama 3 keeps ".\n" together), so it is only the fallback.
+_CUT_BEFORE = {" ": re.compile(r"(?<=\S) "), "\n": re.compile(r"(?<=\S)\n")}
+
+
+def _last_cut(char: str, text: str, start: int, limit: int) -> int | None:
+    """The last p in (start, limit] with text[p] == char after a non-whitespace character, or None."""
+    pattern = _CUT_BEFORE[char]
+    p = text.rfind(char, start + 1, limit + 1)
+    if p > start and not text[p - 1].isspace():  # the usual case: no scan needed
+        return p
+    last = None
+    for match in pattern.finditer(text, start + 1, limit + 1):
+        last = match.start()
+    return last
+
+
+def document_pieces(text: str, max_chars: int) -> Iterator[str]:
+    """`text` as consecutive pieces of at most `max_chars` characters whose tokens, joined,
+    are the tokens of the whole text (a text that fits is yielded as it is).
+
+    Each cut goes just before the last space within reach that follows a non-whitespace
+    character: a boundary the pre-tokenizer makes anyway (byte-level BPE, GPT-2/NeoX/Llama 3
+    patterns, Metaspace with split), so the tokens are identical. With no such space within
+    `max_chars`, before a newline that follows a non-whitespace character (identical under
+    the GPT-2 pattern of our trained BPE); with neither (e.g. base64), at `max_chars`
+    exactly, where the one word across the cut becomes two words: tokens may differ there,
+    and only there.
+    """
+    start, end = 0, len(text)
+    while end - start > max_chars:
+        limit = start + max_chars
+        cut = _last_cut(" ", text, start, limit) or _last_cut("\n", text, start, limit) or limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:] if start else text
 
 
 class Encoder:
-    """Texts -> one flat array of ids with EOS after every document, plus lengths."""
+    """Texts -> one flat array of ids with EOS after every document, plus lengths.
 
-    def __init__(self, tokenizer_json: str, eos_id: int, dtype: str):
+    Every tokenizer call gets at most `max_chunk_chars` characters: short documents are
+    grouped up to that, longer ones are encoded piece by piece (`document_pieces`), their
+    ids kept as compact arrays. Ids do not depend on the grouping, so the output equals
+    encoding each document whole (exactly, for cuts made before a space).
+    """
+
+    def __init__(self, tokenizer_json: str, eos_id: int, dtype: str, max_chunk_chars: int):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(tokenizer_json)
-        self.eos_id, self.dtype = eos_id, np.dtype(dtype)
+        self.eos_id, self.dtype, self.max_chunk_chars = eos_id, np.dtype(dtype), max_chunk_chars
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        flat: list[int] = []
-        lengths = np.empty(len(encodings), dtype=np.int64)
-        for i, encoding in enumerate(encodings):
-            ids = encoding.ids
-            flat.extend(ids)
-            flat.append(self.eos_id)
-            lengths[i] = len(ids) + 1
-        return np.array(flat, dtype=self.dtype), lengths
+        parts: list[np.ndarray] = []
+        lengths = np.empty(len(texts), dtype=np.int64)
+        group: list[int] = []  # indices of short documents waiting for one tokenizer call
+        group_chars = 0
+
+        def flush() -> None:
+            flat: list[int] = []
+            for i, ids in zip(group, self._encode([texts[i] for i in group]), strict=True):
+                flat.extend(ids)
+                flat.append(self.eos_id)
+                lengths[i] = len(ids) + 1
+            parts.append(np.array(flat, dtype=self.dtype))
+            group.clear()
+
+        for i, text in enumerate(texts):
+            if len(text) > self.max_chunk_chars:
+                if group:
+                    flush()
+                    group_chars = 0
+                count = 0
+                for piece in document_pieces(text, self.max_chunk_chars):
+                    ids = np.array(self._encode([piece])[0], dtype=self.dtype)
+                    parts.append(ids)
+                    count += ids.size
+                parts.append(np.array([self.eos_id], dtype=self.dtype))
+                lengths[i] = count + 1
+                continue
+            if group and group_chars + len(text) > self.max_chunk_chars:
+                flush()
+                group_chars = 0
+            group.append(i)
+            group_chars += len(text)
+        if group:
+            flush()
+        return (np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)), lengths
 
 
-def _init_worker(tokenizer_json: str, eos_id: int, dtype: str) -> None:
+def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, max_chunk_chars: int) -> None:
     global _ENCODER
     # one Rust thread per process: the pool is the parallelism
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _ENCODER = Encoder(tokenizer_json, eos_id, dtype)
+    _ENCODER = Encoder(tokenizer_json, eos_id, dtype, max_chunk_chars)
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,12 +165,13 @@ def _batches(texts: Iterable[str], batch_bytes: int, source_hash) -> Iterator[tu
     """Group documents into batches of about `batch_bytes`; hash the source on the way."""
     batch, sizes, size = [], [], 0
     for text in texts:
-        encoded = text.encode("utf-8")
-        source_hash.update(len(encoded).to_bytes(8, "little"))
-        source_hash.update(encoded)
+        nbytes = sources.utf8_length(text)
+        source_hash.update(nbytes.to_bytes(8, "little"))
+        for piece in sources.utf8_pieces(text):
+            source_hash.update(piece)
         batch.append(text)
-        sizes.append(len(encoded))
-        size += len(encoded)
+        sizes.append(nbytes)
+        size += nbytes
         if size >= batch_bytes:
             yield batch, sizes
             batch, sizes, size = [], [], 0
@@ -97,21 +180,31 @@ def _batches(texts: Iterable[str], batch_bytes: int, source_hash) -> Iterator[tu
 
 
 def encode_stream(
-    texts: Iterable[str], tokenizer_json: str, eos_id: int, dtype: np.dtype, workers: int, batch_bytes: int, source_hash
+    texts: Iterable[str],
+    tokenizer_json: str,
+    eos_id: int,
+    dtype: np.dtype,
+    workers: int,
+    batch_bytes: int,
+    max_chunk_chars: int,
+    source_hash,
 ) -> Iterator[tuple[list[str], list[int], np.ndarray, np.ndarray]]:
     """(texts, byte sizes, flat tokens, per-document lengths) per batch, in input order."""
     batches = _batches(texts, batch_bytes, source_hash)
     first = next(batches, None)
     second = next(batches, None) if first is not None else None
     if workers <= 1 or second is None:  # one batch: starting processes would cost more than it saves
-        encoder = Encoder(tokenizer_json, eos_id, dtype.name)
+        encoder = Encoder(tokenizer_json, eos_id, dtype.name, max_chunk_chars)
         for batch, sizes in itertools.chain(filter(None, (first, second)), batches):
             yield (batch, sizes, *encoder(batch))
         return
     # spawn, not fork: the parent may already run threads (torch, Rust) that fork would break
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer_json, eos_id, dtype.name)
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(tokenizer_json, eos_id, dtype.name, max_chunk_chars),
     ) as pool:
         pending: collections.deque = collections.deque()
         for batch, sizes in itertools.chain((first, second), batches):
@@ -284,6 +377,7 @@ def tokenize_split(
             dtype,
             data["workers"],
             data["batch_bytes"],
+            data["max_chunk_chars"],
             source_hash,
         )
         order = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from regmix import files, sources
 from regmix.settings import parse_settings
+from regmix.tokenization import document_pieces
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -21,13 +22,18 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def training_texts(settings: dict, corpus_dir: str | Path | None) -> Iterator[str]:
-    """Train-split documents of every domain, domain by domain, each capped in bytes."""
-    cap = settings["tokenizer"]["train_max_bytes_per_domain"]
+    """Train-split documents of every domain, domain by domain, each domain capped in bytes.
+
+    Long documents come as `document_pieces` of at most `data.max_chunk_chars`: the pieces
+    hold the same words as the whole document, so the trainer counts the same words (and
+    learns the same merges) without pre-tokenizing a huge text at once.
+    """
+    cap, max_chars = settings["tokenizer"]["train_max_bytes_per_domain"], settings["data"]["max_chunk_chars"]
     for domain in settings["domains"]:
         used = 0
         for text in sources.iter_documents(settings, corpus_dir, domain, "train"):
-            yield text
-            used += len(text.encode("utf-8"))
+            yield from document_pieces(text, max_chars)
+            used += sources.utf8_length(text)
             if cap is not None and used >= cap:
                 break
 

@@ -32,6 +32,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "proxy": "regmix.train",
     "large": "regmix.train",
     "collect_proxies": "regmix.collect",
+    "import_swarm": "regmix.regression.swarm_import",
     "regression": "regmix.regression",
     "choose": "regmix.choose",
     "candidates": "regmix.candidates",

@@ -15,6 +15,9 @@ from regmix.config import (
     mixture_ids,
     proxy_packs,
     stage_settings,
+    swarm_names,
+    swarm_settings,
+    target_slugs,
     validate_config,
     validation_set_names,
     validation_set_settings,
@@ -54,6 +57,9 @@ PACKS = proxy_packs(config)
 CANDIDATES = candidate_names(config)
 # validation-only sets: tokenized and scored, never trained on
 VALIDATION_SETS = validation_set_names(config)
+SWARMS = swarm_names(config)  # regression.extra_swarms
+# regression.targets, fitted next to the main target
+TARGET_SLUGS = target_slugs(config)
 
 
 wildcard_constraints:
@@ -62,6 +68,7 @@ wildcard_constraints:
     vset="|".join(VALIDATION_SETS) or "(?!)",
     split="train|valid",
     candidate="|".join(CANDIDATES),
+    swarm="|".join(SWARMS) or "(?!)",
 
 
 # Track the package next to the Snakefile (the checkout being run), so that editing a

@@ -1,10 +1,46 @@
 # Stages 7-8: regression from mixture weights to the target loss, then the choice.
 
 
+rule import_swarm:
+    input:
+        mixtures=lambda w: swarm_settings(config, w.swarm)["swarm"]["mixtures"],
+        losses=lambda w: swarm_settings(config, w.swarm)["swarm"]["losses"],
+        code=code_files("import_swarm"),
+    output:
+        mixtures=L.swarm("{swarm}").mixtures,
+        losses=L.swarm("{swarm}").losses,
+        source=L.swarm("{swarm}").source,
+    log:
+        L.log("import_swarm", "{swarm}"),
+    container:
+        CONTAINER
+    params:
+        settings=lambda w: json.dumps(swarm_settings(config, w.swarm), sort_keys=True),
+        out=lambda w, output: os.path.dirname(output.source),
+    shell:
+        "regmix import-swarm --settings {params.settings:q} --mixtures {input.mixtures:q}"
+        " --losses {input.losses:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+_FIT_FILES = [
+    "model.pkl",
+    "cv.json",
+    "cv_predictions.csv",
+    "settings.json",
+    "pred_vs_true.png",
+]
+
+
 rule fit_regression:
     input:
         mixtures=L.proxy_mixtures_csv,
         losses=L.proxy_losses_csv,
+        swarms=[L.swarm(name).source for name in SWARMS],
+        swarm_tables=[
+            path
+            for name in SWARMS
+            for path in (L.swarm(name).mixtures, L.swarm(name).losses)
+        ],
         code=code_files("regression"),
     output:
         model=L.regression("model.pkl"),
@@ -12,6 +48,11 @@ rule fit_regression:
         predictions=L.regression("cv_predictions.csv"),
         settings=L.regression("settings.json"),
         plot=L.regression("pred_vs_true.png"),
+        targets=[
+            L.regression_target(slug, name)
+            for slug in TARGET_SLUGS
+            for name in _FIT_FILES
+        ],
     log:
         L.log("fit_regression"),
     container:
@@ -20,10 +61,16 @@ rule fit_regression:
         # the settings carry regression.target (a set, mean, or a {set: weight} objective)
         # and the regressor
         settings=settings("regression"),
+        swarms=lambda w, input: (
+            "--swarm "
+            + " ".join(shlex.quote(os.path.dirname(p)) for p in input.swarms)
+            if input.swarms
+            else ""
+        ),
         out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "regmix fit --mixtures {input.mixtures:q} --losses {input.losses:q}"
-        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+        "regmix fit --settings {params.settings:q} --mixtures {input.mixtures:q} --losses {input.losses:q}"
+        " {params.swarms} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule choose_mixture:
@@ -42,13 +89,8 @@ rule choose_mixture:
         CONTAINER
     params:
         model=lambda w, input: os.path.dirname(input.model),
-        samples=config["choose"]["samples"],
-        top_k=config["choose"]["top_k"],
-        max_epochs=config["mixtures"]["max_epochs"],
-        train_tokens=stage_settings(config, "choose")["large_train_tokens"],
-        seed=config["seed"],
+        settings=settings("choose"),
     shell:
-        "regmix choose --model {params.model:q} --prior {input.prior:q} --samples {params.samples}"
-        " --top-k {params.top_k} --max-epochs {params.max_epochs} --tokens-available {input.counts:q}"
-        " --train-tokens {params.train_tokens} --seed {params.seed}"
-        " --plot {output.plot:q} --topk-out {output.topk:q} --out {output.chosen:q} > {log:q} 2>&1"
+        "regmix choose --settings {params.settings:q} --model {params.model:q} --prior {input.prior:q}"
+        " --tokens-available {input.counts:q} --out {output.chosen:q} --topk-out {output.topk:q}"
+        " --plot {output.plot:q} > {log:q} 2>&1"

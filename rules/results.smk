@@ -13,6 +13,12 @@ rule build_database:
         mixtures=[L.mixture(m) for m in MIX_IDS],
         proxies=[L.proxy_losses(m) for m in MIX_IDS],
         regression=L.regression("model.pkl"),
+        targets=[L.regression_target(slug, "cv.json") for slug in TARGET_SLUGS],
+        swarms=[
+            path
+            for name in SWARMS
+            for path in (L.swarm(name).mixtures, L.swarm(name).losses)
+        ],
         chosen=L.chosen,
         topk=L.topk,
         candidates=[L.candidate(c) for c in CANDIDATES],

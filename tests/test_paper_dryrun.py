@@ -95,10 +95,13 @@ def test_job_counts(paper_jobs):
 def test_selection_settings_reach_the_commands(paper_jobs):
     (fit,) = paper_jobs["fit_regression"]
     regressor = load_config(REPO_DIR / "config" / "paper.yaml")["regression"]["regressor"]
-    assert "--target pile_cc" in fit.shell and f"--regressor {regressor}" in fit.shell
+    # target and regressor reach the fit once, in its settings
+    assert '"target": "pile_cc"' in fit.shell and f'"regressor": "{regressor}"' in fit.shell
+    assert "--target" not in fit.shell and "--regressor" not in fit.shell
     (choose,) = paper_jobs["choose_mixture"]
-    assert "--samples 1000000" in choose.shell and "--top-k 100" in choose.shell
-    assert "--train-tokens 25000148992" in choose.shell
+    # settings-only: every value reaches `regmix choose` in its --settings JSON
+    assert '"samples": 1000000' in choose.shell and '"top_k": 100' in choose.shell
+    assert '"large_train_tokens": 25000148992' in choose.shell and '"max_epochs": ' in choose.shell
 
 
 def test_gpu_stages_ask_for_their_configured_resources(paper_jobs):

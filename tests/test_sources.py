@@ -347,3 +347,83 @@ def test_huggingface_null_texts_count_as_unreadable(tmp_path, materialize):
             corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
         else:
             docs(config, "arxiv", "train")
+
+
+# --------------------------------------------------------------------------- long documents
+
+
+def test_utf8_length_and_hash_match_encoding_the_whole_text():
+    import hashlib
+
+    texts = [
+        "",
+        "ascii only",
+        "Grüße 東京 🦊",
+        "ab🦊" * (sources.UTF8_PIECE_CHARS // 2),
+        "x" * (sources.UTF8_PIECE_CHARS + 7),
+    ]
+    for text in texts:
+        encoded = text.encode("utf-8")
+        assert sources.utf8_length(text) == len(encoded)
+        assert b"".join(sources.utf8_pieces(text)) == encoded
+        assert all(len(p) <= 4 * sources.UTF8_PIECE_CHARS for p in sources.utf8_pieces(text))
+        # the hash of a document is what it was when computed over the whole encoding at once
+        digest = hashlib.blake2b(encoded, digest_size=8, key=b"split:3").digest()
+        assert sources.unit_hash(text, 3, "split") == int.from_bytes(digest, "big") / 2.0**64
+
+
+def test_jsonl_records_keep_their_meaning(tmp_path):
+    folder = tmp_path / "d" / "train"
+    folder.mkdir(parents=True)
+    lines = [
+        b'\xef\xbb\xbf{"text": "after a byte-order mark"}',
+        b"   \t",
+        b'{"text": "pair \\ud83e\\udd8a"}',
+        b'{"text": "lone \\ud800"}',
+        b'{"text": " \\n\\t "}',
+        b'{"text": "last"}',
+    ]
+    (folder / "alpha-0.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    write_jsonl(folder / "beta-0.jsonl", ["fine"])
+    for domain in ("alpha", "beta"):
+        write_jsonl(tmp_path / "d" / "valid" / f"{domain}-0.jsonl", ["valid"])
+    config = make_config(
+        ["alpha", "beta"], {"kind": "jsonl", "path": str(tmp_path / "d")}, max_undecodable_fraction=0.5
+    )
+    stats = sources.ReadStats()
+    got = docs(config, "alpha", "train", stats=stats)
+    assert got == ["after a byte-order mark", "pair 🦊", "last"]
+    assert (stats.records, stats.unreadable, stats.empty) == (5, 1, 1)
+    assert "alpha-0.jsonl:4: text has unpaired surrogates" in stats.first_unreadable
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "text"])
+def test_a_huge_line_is_held_at_most_twice_while_read(tmp_path, kind):
+    import tracemalloc
+
+    text = "word " * 1_000_000 + "end"  # 5 MB on one line
+    folder = tmp_path / "d"
+    if kind == "jsonl":
+        write_jsonl(folder / "train" / "alpha-0.jsonl", [text])
+        write_jsonl(folder / "train" / "beta-0.jsonl", ["b"])
+        source = {"kind": "jsonl", "path": str(folder), "valid_dir": None}
+    else:
+        folder.mkdir()
+        (folder / "alpha.txt").write_text(text + "\n")
+        (folder / "beta.txt").write_text("b\n")
+        files = {d: {"train": str(folder / f"{d}.txt")} for d in ("alpha", "beta")}
+        source = {"kind": "text", "files": files, "text_unit": "line"}
+    config = make_config(["alpha", "beta"], source, valid_fraction=0.01)
+    settings = {**settings_of(config), "seed": 0}
+    assert not sources.in_valid_split(text, 0, 0.01)
+    tracemalloc.start()
+    try:
+        for document in sources.iter_documents(settings, None, "alpha", "train"):
+            assert document == text
+            held_while_consumed = tracemalloc.get_traced_memory()[0]
+            del document
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the raw line is gone while the consumer holds the text, and never were line, decoded line and text all alive
+    assert held_while_consumed < 1.3 * len(text) and peak < 2.3 * len(text)

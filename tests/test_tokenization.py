@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from regmix import cli, files, tokenization, tokenizer
 from regmix.config import stage_settings, validate_config
@@ -275,3 +279,149 @@ def test_progress_line_reports_counts_and_rates(capsys):
     assert len(lines) == 2
     assert lines[-1].startswith("[code/train] 5 documents, 3.0 MB, 750,000 tokens")
     assert "MB/s" in lines[-1] and "tokens/s" in lines[-1]
+
+
+# --------------------------------------------------------------------------- long documents
+
+
+def long_document(seed, chars, separators=(" ", " ", " ", "  ", "\n", "\n\n", "\t", " \n")):
+    """Words of mixed scripts joined by mixed whitespace, `chars` characters long."""
+    rng = random.Random(seed)
+    words = ["alpha", "Grüße", "東京", "🦊", "x=1;", "don't", "1234567", "...", "beta-gamma", "naïve"]
+    parts, size = [], 0
+    while size < chars:
+        part = rng.choice(words) + rng.choice(separators)
+        parts.append(part)
+        size += len(part)
+    return "".join(parts)[:chars]
+
+
+def encoder(setup, max_chunk_chars):
+    eos = files.read_json(setup / "tok" / tokenizer.FINGERPRINT_FILE)["eos_id"]
+    return tokenization.Encoder(str(setup / "tok" / "tokenizer.json"), eos, "uint16", max_chunk_chars)
+
+
+class CallSizes:
+    """The tokenizer, recording how many characters each call was given."""
+
+    def __init__(self, tok):
+        self.tok, self.sizes = tok, []
+
+    def encode_batch_fast(self, texts, add_special_tokens):
+        self.sizes.append(sum(map(len, texts)))
+        return self.tok.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+
+
+def test_pieces_rejoin_stay_within_the_bound_and_cut_before_a_space():
+    text = long_document(0, 50_000)
+    pieces = list(tokenization.document_pieces(text, 1000))
+    assert "".join(pieces) == text and len(pieces) > 50
+    assert all(0 < len(p) <= 1000 for p in pieces)
+    assert all(p[0] == " " and not q[-1].isspace() for q, p in zip(pieces, pieces[1:], strict=False))
+    short = "fits as it is " * 10
+    assert [p is short for p in tokenization.document_pieces(short, 1000)] == [True]
+    # no space within reach: before a newline; neither: at the bound exactly
+    lines = "\n".join(["a" * 300] * 10)
+    assert [p[0] for p in list(tokenization.document_pieces(lines, 1000))[1:]] == ["\n"] * 3
+    blob = "x" * 2500
+    assert list(map(len, tokenization.document_pieces(blob, 1000))) == [1000, 1000, 500]
+    # a run of spaces is one word: the cut goes before the run, then (the run being too long) at the bound
+    spaces = "word" + " " * 1500 + "end"
+    assert list(map(len, tokenization.document_pieces(spaces, 1000))) == [4, 1000, 503]
+
+
+def test_long_documents_get_the_tokens_of_whole_document_encoding(setup):
+    from tokenizers import Tokenizer
+
+    whole_tok = Tokenizer.from_file(str(setup / "tok" / "tokenizer.json"))
+    texts = [long_document(1, 30_000), "short one", long_document(2, 999), long_document(3, 12_345)]
+    texts.append(long_document(4, 8000, separators=("\n", "\n\n")))  # no space at all: cut before newlines
+    whole = [whole_tok.encode(t, add_special_tokens=False).ids for t in texts]
+    big, _ = encoder(setup, 10**9)(texts)
+    streamed = encoder(setup, 1000)
+    streamed.tokenizer = spy = CallSizes(streamed.tokenizer)
+    tokens, lengths = streamed(texts)
+    eos = streamed.eos_id
+    assert tokens.tolist() == big.tolist() == [i for ids in whole for i in [*ids, eos]]
+    assert lengths.tolist() == [len(ids) + 1 for ids in whole]
+    assert max(spy.sizes) <= 1000 and len(spy.sizes) > 50
+
+
+def test_every_tokenizer_call_is_within_the_bound_and_short_documents_are_grouped(setup):
+    texts = [f"document {i} " * 5 for i in range(200)] + [long_document(5, 20_000)]
+    streamed = encoder(setup, 2000)
+    streamed.tokenizer = spy = CallSizes(streamed.tokenizer)
+    streamed(texts)
+    assert max(spy.sizes) <= 2000
+    assert len(spy.sizes) < 200 // 10 + 20_000 // 1000 + 5  # grouped, not one call per document
+
+
+def test_a_cut_with_no_whitespace_changes_tokens_only_at_the_cut(setup):
+    from tokenizers import Tokenizer
+
+    whole_tok = Tokenizer.from_file(str(setup / "tok" / "tokenizer.json"))
+    run = "alphabetagammadelta" * 130  # 2470 characters without whitespace: cut at the bound, mid-word
+    text = "alpha beta " * 100 + run + " gamma delta" * 100
+    whole = whole_tok.encode(text, add_special_tokens=False).ids
+    tokens, _ = encoder(setup, 1000)([text])
+    ids = tokens.tolist()[:-1]
+    assert ids != whole and whole_tok.decode(ids) == text  # different, still lossless
+
+    def common(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    before, after = whole_tok.encode("alpha beta " * 100).ids, whole_tok.encode(" gamma delta" * 100).ids
+    assert common(ids, whole) >= len(before) and common(ids[::-1], whole[::-1]) >= len(after)  # only the run differs
+
+
+def test_tokenize_split_files_are_identical_whatever_the_chunk_size(setup, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(setup / "corpus", corpus)
+    texts = CORPUS[("docs", "valid")] + [long_document(seed, 5000 * seed) for seed in range(1, 6)]
+    (corpus / "docs" / "valid.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    outputs = set()
+    for workers, max_chunk_chars in [(1, 10**9), (1, 1000), (2, 1500)]:
+        out = tmp_path / f"{workers}-{max_chunk_chars}" / "valid.bin"
+        settings = settings_for(workers=workers, batch_bytes=4000, max_chunk_chars=max_chunk_chars)
+        sidecar = tokenization.tokenize_split(settings, corpus, setup / "tok", "docs", "valid", out)
+        assert sidecar["documents"] == len(texts)
+        outputs.add((files.sha256_file(out), sidecar["tokens"], sidecar["source_fingerprint"]))
+    assert len(outputs) == 1
+
+
+def test_max_chunk_chars_has_a_floor():
+    from regmix.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="data.max_chunk_chars"):
+        settings_for(max_chunk_chars=10)
+
+
+# characters around which cuts are tricky: whitespace the tokenizer's pattern and Python disagree on
+# (\x1c is a Python space, not a regex one; \u3000 is both), apostrophes of contractions, digits, symbols
+TRICKY = " \n\t\r\x0b\x1c\u3000\u00a0aé東🦊'sd1.-"
+
+
+@hypothesis_settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.text(alphabet=TRICKY, max_size=400), max_chars=st.integers(4, 60))
+def test_pieces_give_whole_document_tokens_unless_a_cut_had_no_whitespace(setup, text, max_chars):
+    tok = whole_tokenizer(str(setup / "tok" / "tokenizer.json"))
+    pieces = list(tokenization.document_pieces(text, max_chars))
+    assert "".join(pieces) == text and all(0 < len(p) <= max_chars for p in pieces if text)
+    soft = all(p[0] in " \n" and not q[-1].isspace() for q, p in zip(pieces, pieces[1:], strict=False))
+    joined = [i for p in pieces for i in tok.encode(p, add_special_tokens=False).ids]
+    if soft:
+        assert joined == tok.encode(text, add_special_tokens=False).ids
+    assert tok.decode(joined) == text
+
+
+@functools.cache
+def whole_tokenizer(path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)

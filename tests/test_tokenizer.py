@@ -113,3 +113,39 @@ def test_pretrained_without_eos_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match="no end-of-text token"):
         tokenizer.build(spec, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_long_documents_train_the_same_tokenizer_in_pieces(tmp_path):
+    words = ["quick", "brown", "Grüße", "東京", "🦊", "x=1;", "don't", "42", "...", "jumps"]
+    separators = [" ", " ", "  ", "\n", "\t"]
+    documents = [
+        "".join(words[(i * 7 + j) % 10] + separators[(i + j) % 5] for j in range(800 + 300 * i)) for i in range(6)
+    ]
+    assert max(map(len, documents)) > 10_000
+    write_corpus(
+        tmp_path / "corpus",
+        {
+            ("docs", "train"): documents,
+            ("arithmetic", "train"): [f"Question: What is {i} + {i}?\nAnswer: {2 * i}" for i in range(100)],
+            ("docs", "valid"): ["v"],
+            ("arithmetic", "valid"): ["1"],
+        },
+    )
+    digests = []
+    for max_chunk_chars in (10**9, 1000):
+        config = validate_config(
+            {
+                "domains": DOMAINS,
+                "data": {"source": {"kind": "demo"}, "max_chunk_chars": max_chunk_chars},
+                "regression": {"target": "mean"},
+                "tokenizer": {"vocab_size": 400},
+            }
+        )
+        settings = stage_settings(config, "tokenizer")
+        texts = list(tokenizer.training_texts(settings, tmp_path / "corpus"))
+        assert max(map(len, texts)) <= max_chunk_chars and "".join(texts).count("jumps") == sum(
+            d.count("jumps") for d in documents
+        )
+        tokenizer.build(settings, tmp_path / "corpus", tmp_path / f"tok{max_chunk_chars}")
+        digests.append(files.sha256_file(tmp_path / f"tok{max_chunk_chars}" / "tokenizer.json"))
+    assert digests[0] == digests[1]

@@ -1,14 +1,16 @@
 """Regress a target loss on mixture weights; cross-validate honestly; predict with uncertainty.
 
-Modules: `data` (swarm I/O), `regressors` (gp, lightgbm, linear, loglinear, ensemble, each
-with a predictive std), `model` (FittedModel, save/load), `scoring` (CV and metrics),
-`plots`, `cli` (`regmix fit`, `regmix predict`).
+Modules: `data` (swarm I/O, joining swarms), `swarm_import` (`regmix import-swarm`),
+`regressors` (gp, lightgbm, linear, loglinear, ensemble, each with a predictive std),
+`model` (FittedModel, save/load), `scoring` (CV and metrics), `plots`, `cli` (`regmix fit`,
+`regmix predict`).
 """
 
 from regmix.regression.cli import fit_main, predict_main
 from regmix.regression.data import (
     align_swarm,
     combine_swarms,
+    conform_domains,
     load_swarm_from_duckdb,
     normalise_rows,
     read_swarm_csvs,
@@ -25,6 +27,7 @@ __all__ = [
     "FittedModel",
     "align_swarm",
     "combine_swarms",
+    "conform_domains",
     "coverage90",
     "cross_validate",
     "fit_main",

@@ -9,27 +9,51 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
-from regmix.regression.data import _read_indexed_csv, load_swarm_from_duckdb, read_swarm_csvs, target_values
+from regmix.layout import SwarmDir
+from regmix.regression.data import (
+    _read_indexed_csv,
+    combine_swarms,
+    conform_domains,
+    load_swarm_from_duckdb,
+    normalise_rows,
+    read_swarm_csvs,
+    target_values,
+)
 from regmix.regression.model import fit_model, load_model, regression_defaults, save_model
 from regmix.regression.plots import plot_pred_vs_true
 from regmix.regression.regressors import REGRESSORS, make_regressor
 from regmix.regression.scoring import check_rows, cross_validate, score
+from regmix.regression.swarm_import import read_imported
+from regmix.targets import parse_target, target_slug
+
+STUDY = "study"  # the `source` of the study's own runs in cv_predictions.csv
 
 
 def fit_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="regmix fit", description="Fit a regressor from mixture weights to a target loss."
+        prog="regmix fit", description="Fit a regressor from mixture weights to a target loss (and more targets)."
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mixtures", help="RegMix-format mixtures CSV (index,<domain>...)")
     source.add_argument("--db", help="pipeline DuckDB file (tables mixtures, proxy_losses) instead of CSVs")
     parser.add_argument("--losses", help="RegMix-format losses CSV (index,<metric>...); required with --mixtures")
+    parser.add_argument(
+        "--swarm",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="folders written by `regmix import-swarm`: their runs join the study's (study domains they lack at 0)",
+    )
     parser.add_argument("--target", help="loss column to fit (default: settings' regression.target)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--regressor", help=f"one of {sorted(REGRESSORS)} (default: settings' or schema's regression.regressor)"
     )
-    parser.add_argument("--settings", help="stage settings JSON (regmix.config.stage_settings(config, 'regression'))")
+    parser.add_argument(
+        "--settings",
+        help="stage settings JSON (regmix.config.stage_settings(config, 'regression')); its regression.targets "
+        "are fitted too, each into OUT/targets/<slug>/",
+    )
     args = parser.parse_args(argv)
 
     settings = regression_defaults()
@@ -48,44 +72,100 @@ def fit_main(argv: list[str]) -> int:
     else:
         mixtures, losses = load_swarm_from_duckdb(args.db)
         inputs = [args.db]
+    mixtures, losses, sources = _with_imported(mixtures, losses, args.swarm)
+    missing = [e["name"] for e in settings.get("extra_swarms", []) if e["name"] not in sources]
+    if missing:  # fitting without a swarm the config names would drop its runs silently
+        raise ValueError(f"settings' regression.extra_swarms {missing}: no --swarm folder holds them")
+    inputs += [SwarmDir(d).source for d in args.swarm] + [SwarmDir(d).mixtures for d in args.swarm]
+    inputs += [SwarmDir(d).losses for d in args.swarm]
+    where = "losses" if not args.swarm else f"losses of the study and swarm(s) {sorted(set(sources) - {STUDY})}"
+    # one fit per distinct objective ("docs" and {docs: 1} are one), written to each of its folders;
+    # the main target's group last, its own folder last: its model.pkl marks a complete job
+    groups: dict[tuple, tuple[object, list[Path]]] = {}
+    main_key = parse_target(target, list(losses.columns)).weights
+    groups[main_key] = (target, [])
+    for spec in settings.get("targets", []):
+        key = parse_target(spec, list(losses.columns), "regression.targets").weights
+        groups.setdefault(key, (spec, []))[1].append(Path(args.out) / "targets" / target_slug(spec))
+    groups[main_key][1].append(Path(args.out))
+    for spec, _ in groups.values():  # every target's values before the first (slow) fit
+        check_rows(len(target_values(losses, spec, where)), folds)
+    for key in [k for k in groups if k != main_key] + [main_key]:
+        spec, outs = groups[key]
+        _fit_target(mixtures, losses, spec, regressor, folds, seed, outs, inputs, sources)
+    return 0
+
+
+def _with_imported(
+    mixtures: pd.DataFrame, losses: pd.DataFrame, swarm_dirs: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The study's swarm joined with imported ones (in the study's domains); and each row's source."""
+    parts, names, sources = [(mixtures, losses)], [STUDY], [STUDY] * len(mixtures)
+    for directory in swarm_dirs:
+        name, swarm_mixtures, swarm_losses = read_imported(directory)
+        swarm_mixtures, added, removed = conform_domains(swarm_mixtures, list(mixtures.columns), str(directory))
+        for what, domains in (("study domains it lacks, at weight 0", added), ("all-zero domains removed", removed)):
+            if domains:
+                print(f"regmix fit: swarm {name!r}: {what}: {domains}")
+        parts.append((normalise_rows(swarm_mixtures, str(directory)), swarm_losses))
+        names.append(f"swarm {name!r} ({directory})")
+        sources += [name] * len(swarm_mixtures)
+    mixtures, losses = combine_swarms(parts, names)
+    return mixtures, losses, sources
+
+
+def _fit_target(
+    mixtures: pd.DataFrame,
+    losses: pd.DataFrame,
+    target,
+    regressor: str,
+    folds: int,
+    seed: int,
+    outs: list[Path],
+    inputs: list,
+    sources: list[str],
+) -> None:
+    """Cross-validate and fit one target; write its model folder to each of `outs` (DESIGN.md, regression)."""
     y = target_values(losses, target)
     X = mixtures.to_numpy(dtype=float)
-    check_rows(len(y), folds)
-
-    out = Path(args.out)
     oof, fold_of = cross_validate(X, y, regressor, folds, seed)
     cv = score(y, oof, seed=seed)
     model = fit_model(mixtures, losses, target, regressor, folds, seed)
     run_settings = {"regressor": regressor, "target": target, "cv_folds": folds, "seed": seed}
+    rows_by_source = {name: sources.count(name) for name in dict.fromkeys(sources)}
 
-    cv_frame = pd.DataFrame({"index": mixtures.index, "fold": fold_of, "true": y, "predicted": oof})
-    with files.atomic_path(out / "cv_predictions.csv") as tmp:
-        cv_frame.to_csv(tmp, index=False)
-    plot_pred_vs_true(
-        y,
-        oof,
-        cv["spearman"]["value"],
-        target,
-        f"{regressor}: {folds}-fold CV, {len(y)} rows",
-        out / "pred_vs_true.png",
-    )
-    files.write_json(out / "cv.json", {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), **cv})
-    files.write_json(
-        out / "settings.json",
-        {
-            **run_settings,
-            "domains": model.domains,
-            "rows": len(y),
-            "hyperparameters": model.regressor.hyperparameters,
-            "provenance": files.provenance(run_settings, inputs),
-        },
-    )
-    save_model(model, out)  # last: its presence marks a complete fit
+    cv_frame = pd.DataFrame({"index": mixtures.index, "source": sources, "fold": fold_of, "true": y, "predicted": oof})
+    for out in outs:
+        with files.atomic_path(out / "cv_predictions.csv") as tmp:
+            cv_frame.to_csv(tmp, index=False)
+        plot_pred_vs_true(
+            y,
+            oof,
+            cv["spearman"]["value"],
+            str(target),
+            f"{regressor}: {folds}-fold CV, {len(y)} rows",
+            out / "pred_vs_true.png",
+        )
+        files.write_json(
+            out / "cv.json",
+            {"regressor": regressor, "target": target, "folds": folds, "rows": len(y), "sources": rows_by_source, **cv},
+        )
+        files.write_json(
+            out / "settings.json",
+            {
+                **run_settings,
+                "domains": model.domains,
+                "rows": len(y),
+                "sources": rows_by_source,
+                "hyperparameters": model.regressor.hyperparameters,
+                "provenance": files.provenance(run_settings, inputs),
+            },
+        )
+        save_model(model, out)  # last: its presence marks a complete fit
     print(
         f"regmix fit: {regressor} on {len(y)} rows, target {target}: CV Spearman {cv['spearman']['value']:.2f} "
         f"(95% CI {cv['spearman']['ci_low']:.2f}..{cv['spearman']['ci_high']:.2f}), RMSE {cv['rmse']['value']:.4f}"
     )
-    return 0
 
 
 def predict_main(argv: list[str]) -> int:

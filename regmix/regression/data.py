@@ -27,8 +27,13 @@ def _read_indexed_csv(path: str | Path) -> pd.DataFrame:
     frame = files.read_csv(path, numeric=True, index="index")
     if frame["index"].duplicated().any():
         dup = frame.loc[frame["index"].duplicated(), "index"].iloc[0]
-        raise ValueError(f"{path}: index {dup!r} appears more than once")
+        raise ValueError(f"{path}: index {plain(dup)!r} appears more than once")
     return frame.set_index("index")
+
+
+def plain(value):
+    """A numpy scalar as the Python value it holds, so a message says `1`, not `np.int64(1)`."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def align_swarm(
@@ -105,6 +110,27 @@ def _pivot(long: pd.DataFrame, value: str, where: str, fill: float | None) -> pd
 def target_values(losses: pd.DataFrame, target: str | dict, where: str = "losses") -> np.ndarray:
     """The target (a loss column, `mean`, or a {set: weight} objective) for each row."""
     return parse_target(target, list(losses.columns)).values(losses, where)
+
+
+def conform_domains(
+    mixtures: pd.DataFrame, domains: list[str], where: str
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """A swarm's mixtures in a study's domains (in that order), and what that took.
+
+    Mixture reuse: a study domain the swarm lacks is one its runs trained on at weight 0, so
+    it is added at 0 (returned as `added`). A swarm domain the study lacks is an error naming
+    it, unless its weight is 0 in every row: then the column says nothing and is removed
+    (returned as `removed`, so the caller reports it; no domain disappears silently).
+    """
+    extra = [c for c in mixtures.columns if c not in domains]
+    used = [c for c in extra if (mixtures[c].to_numpy(dtype=float) != 0).any()]
+    if used:
+        raise ValueError(
+            f"{where}: domain(s) {used} are not domains of the study (domains: {domains}) and have weight "
+            "above 0 in some run; add them to `domains`, or leave the runs that use them out of the swarm"
+        )
+    added = [d for d in domains if d not in mixtures.columns]
+    return mixtures.reindex(columns=domains, fill_value=0.0), added, extra
 
 
 def combine_swarms(
