@@ -22,8 +22,8 @@ import pandas as pd
 from regmix import files
 from regmix.candidates import RANDOM_NAME
 from regmix.config import parse_settings
-from regmix.layout import Layout
-from regmix.targets import parse_target, target_slug
+from regmix.layout import Layout, TokenDir
+from regmix.targets import parse_target, study_target, target_slug
 
 # Which metric stands for a task when candidates are ranked across tasks, in order of
 # preference: length-normalised accuracy for choice tasks, bits per byte for perplexity.
@@ -57,28 +57,37 @@ def _mix_index(mix_id: str, path: Path) -> int:
 
 
 def collect_proxies(losses_paths: list[str | Path], out_mixtures: str | Path, out_losses: str | Path) -> pd.DataFrame:
-    """Proxy losses.json files -> `index,<domain>...` weights and `index,<domain>...,mean` losses."""
+    """Proxy losses.json files -> `index,<domain>...` weights and `index,<domain>...,<set>...,mean`
+    losses: a column per domain, then one per validation-only set (a loss no mixture weighs),
+    and `mean`, the mean over the domains alone."""
     if not losses_paths:
         raise ValueError("no proxy losses.json files given")
     domains: list[str] | None = None
+    sets: list[str] | None = None
     weight_rows, loss_rows = [], []
     for path in map(Path, losses_paths):
         data = _read_losses(path)
         if domains is None:
             domains = list(data["weights"])
-        for key in ("weights", "val_loss"):
-            if set(data[key]) != set(domains):
-                raise ValueError(
-                    f"{path}: {key} domains {sorted(data[key])} differ from {sorted(domains)} "
-                    f"(first file: {losses_paths[0]})"
-                )
+            sets = [name for name in data["val_loss"] if name not in domains]
+        if set(data["weights"]) != set(domains):
+            raise ValueError(
+                f"{path}: weights domains {sorted(data['weights'])} differ from {sorted(domains)} "
+                f"(first file: {losses_paths[0]})"
+            )
+        if set(data["val_loss"]) != set(domains) | set(sets):
+            raise ValueError(
+                f"{path}: val_loss sets {sorted(data['val_loss'])} differ from {sorted([*domains, *sets])} "
+                f"(first file: {losses_paths[0]})"
+            )
         for domain, loss in data["val_loss"].items():
             if not isinstance(loss, (int, float)) or not math.isfinite(loss):
-                raise ValueError(f"{path}: val_loss of domain {domain!r} is {loss!r}, not a finite number")
+                raise ValueError(f"{path}: val_loss of {domain!r} is {loss!r}, not a finite number")
         index = _mix_index(data["mix_id"], path)
         weight_rows.append({"index": index, **{d: float(data["weights"][d]) for d in domains}})
         losses = {d: float(data["val_loss"][d]) for d in domains}
-        loss_rows.append({"index": index, **losses, "mean": sum(losses.values()) / len(losses)})
+        held_out = {name: float(data["val_loss"][name]) for name in sets}
+        loss_rows.append({"index": index, **losses, **held_out, "mean": sum(losses.values()) / len(losses)})
     weights = pd.DataFrame(weight_rows).sort_values("index")
     losses = pd.DataFrame(loss_rows).sort_values("index")
     if weights["index"].duplicated().any():
@@ -170,14 +179,15 @@ def _weights(data: dict, domains: list[str], where: str) -> dict[str, float]:
     return {d: float(weights.get(d, 0.0)) for d in domains}
 
 
-def _val_losses(data: dict, domains: list[str], where: str) -> dict[str, float]:
+def _val_losses(data: dict, sets: list[str], where: str) -> dict[str, float]:
+    """The loss of every scored set: the domains, then the validation-only sets."""
     losses = data.get("val_loss")
     if not isinstance(losses, dict):
         raise ValueError(f"{where}: missing 'val_loss' mapping")
-    missing = [d for d in domains if d not in losses]
+    missing = [d for d in sets if d not in losses]
     if missing:
-        raise ValueError(f"{where}: no validation loss for domain(s) {missing}")
-    return {d: float(losses[d]) for d in domains}
+        raise ValueError(f"{where}: no validation loss for domain(s) or validation set(s) {missing}")
+    return {d: float(losses[d]) for d in sets}
 
 
 RUN_FIELDS = ("seed", "steps", "tokens_seen", "seconds", "tokens_per_second", "code_version", "config_fingerprint")
@@ -230,10 +240,6 @@ def _log_tables(key: str, name: str, records: list[dict], where: str, final: dic
             {key: name, "step": final["steps"], "domain": d, "loss": float(v)} for d, v in final["val_loss"].items()
         ]
     return train, valid
-
-
-def _target(losses: dict[str, float], target: str | dict) -> float:
-    return parse_target(target, sorted(losses)).value(losses)
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[dict]:
@@ -537,6 +543,7 @@ ROW_TABLES: dict[str, dict[str, str]] = {
     "candidates": {"candidate": _S, "domain": _S, "weight": _F},
     "candidate_predictions": {"candidate": _S, "predicted_target": _F},
     "large_losses": {"candidate": _S, "domain": _S, "loss": _F},
+    "validation_sets": {"name": _S, "documents": _I, "tokens": _I, "bytes": _I},
     "large_runs": {"candidate": _S, **_RUN, "achieved_target": _F},
     "large_train_log": {"candidate": _S, **_TRAIN_LOG},
     "large_val_log": {"candidate": _S, "step": _I, "domain": _S, "loss": _F},
@@ -618,7 +625,10 @@ def gather_tables(
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """Every table of the database, read from the run's files; and the files read."""
     read = _Reader(Path(results))
-    domains, target = settings["domains"], settings["regression"]["target"]
+    domains, target = settings["domains"], study_target(settings)
+    # the loss tables hold a row per scored set: the domains, then the validation-only sets
+    held_out = list(settings.get("validation_sets", []))
+    scored = [*domains, *held_out]
     t: dict[str, list[dict] | pd.DataFrame] = {name: [] for name in ROW_TABLES}
 
     prior = read.yaml("data/prior.yaml")
@@ -632,6 +642,12 @@ def gather_tables(
         {"domain": d, "split": s, "tokens": int(n)} for d in domains for s, n in counts.get(d, {}).items()
     ]
 
+    for name in held_out:
+        sidecar = read.json(TokenDir("data").sidecar(name, "valid"))
+        t["validation_sets"].append(
+            {"name": name, "documents": sidecar["documents"], "tokens": sidecar["tokens"], "bytes": sidecar["bytes"]}
+        )
+
     for mix in settings["mixture_ids"]:
         where = f"mixtures/{mix}.yaml"
         for d, w in _weights(read.yaml(where), domains, str(read.results / where)).items():
@@ -639,7 +655,7 @@ def gather_tables(
         where = f"proxies/{mix}/losses.json"
         data = read.json(where)
         t["proxy_losses"] += [
-            {"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, domains, where).items()
+            {"mix_id": mix, "domain": d, "loss": v} for d, v in _val_losses(data, scored, where).items()
         ]
         t["proxy_runs"].append(_run_row("mix_id", mix, data, where))
         train, valid = _log_tables(
@@ -660,11 +676,19 @@ def gather_tables(
                 {"source": entry["name"], "mix_id": str(r["index"]), "domain": r["domain"], value: float(r[value])}
                 for r in long.to_dict("records")
             ]
-    main_label = parse_target(target, domains).label
+    sets = settings.get("validation_sets", ())
+    main_label = parse_target(target, domains, validation_sets=sets).label
     fits = [(target_slug(target), main_label, True, "regression/cv.json")]
     for spec in settings["regression"].get("targets", []):
         slug = target_slug(spec)
-        fits.append((slug, parse_target(spec, domains).label, False, _REL.regression_target(slug, "cv.json")))
+        fits.append(
+            (
+                slug,
+                parse_target(spec, domains, validation_sets=sets).label,
+                False,
+                _REL.regression_target(slug, "cv.json"),
+            )
+        )
     for slug, label, main, relative in fits:
         cv = read.json(relative)
         t["regression_targets"].append(
@@ -707,9 +731,10 @@ def gather_tables(
         t["candidates"] += [{"candidate": cand, "domain": d, "weight": w} for d, w in candidate_weights[cand].items()]
         where = f"large/{cand}/losses.json"
         data = read.json(where)
-        losses = _val_losses(data, domains, where)
+        losses = _val_losses(data, scored, where)
         t["large_losses"] += [{"candidate": cand, "domain": d, "loss": v} for d, v in losses.items()]
-        t["large_runs"].append({**_run_row("candidate", cand, data, where), "achieved_target": _target(losses, target)})
+        achieved = target.value(losses, str(read.results / where))
+        t["large_runs"].append({**_run_row("candidate", cand, data, where), "achieved_target": achieved})
         train, valid = _log_tables(
             "candidate", cand, read.jsonl(f"large/{cand}/train_log.jsonl"), f"large/{cand}/train_log.jsonl", data
         )
@@ -743,7 +768,7 @@ def gather_tables(
     tables["task_power"] = task_power(tables["eval_items"])
     tables["paired_comparisons"] = paired_comparisons(tables["eval_items"], "regmix", settings["seed"])
     tables["transfer"], tables["transfer_summary"] = transfer_tables(
-        tables["large_runs"], tables["candidate_predictions"], parse_target(target, domains).label, settings["seed"]
+        tables["large_runs"], tables["candidate_predictions"], target.label, settings["seed"]
     )
     return tables, read.inputs
 

@@ -213,6 +213,18 @@ def _check_names(config: dict) -> None:
                 f"config key 'domains': {domain!r} is reserved (the tables use it for a column of their own; "
                 f"reserved: {sorted(RESERVED_DOMAIN_NAMES)})"
             )
+    lowered_domains = {d.lower(): d for d in domains}
+    for name in config["validation_sets"]:
+        if name.lower() in RESERVED_DOMAIN_NAMES:
+            raise ConfigError(
+                f"config key 'validation_sets.{name}': name is reserved (the tables use it for a column of their "
+                f"own; reserved: {sorted(RESERVED_DOMAIN_NAMES)})"
+            )
+        if name.lower() in lowered_domains:
+            raise ConfigError(
+                f"config key 'validation_sets.{name}': name is domain {lowered_domains[name.lower()]!r}'s; a "
+                "validation-only set needs a name of its own (its losses sit next to the domains')"
+            )
     for name in config["large"]["named"]:
         lowered = name.lower()
         if lowered in RESERVED_CANDIDATE_NAMES or lowered.startswith(RANDOM_CANDIDATE_PREFIX):
@@ -220,7 +232,11 @@ def _check_names(config: dict) -> None:
                 f"config key 'large.named.{name}': name is reserved for a built-in candidate "
                 f"({', '.join(sorted(RESERVED_CANDIDATE_NAMES))}, {RANDOM_CANDIDATE_PREFIX}NNN)"
             )
-    for key, names in (("domains", domains), ("large.named", list(config["large"]["named"]))):
+    for key, names in (
+        ("domains", domains),
+        ("large.named", list(config["large"]["named"])),
+        ("validation_sets", list(config["validation_sets"])),
+    ):
         seen: dict[str, str] = {}
         for name in names:
             if name.lower() in seen:
@@ -283,9 +299,10 @@ def _check_semantics(config: dict) -> None:
     for name, weights in config["large"]["named"].items():
         check_weights(weights, domains, f"large.named.{name}")
     try:
-        parse_target(config["regression"]["target"], domains)
+        sets = list(config["validation_sets"])
+        parse_target(config["regression"]["target"], domains, validation_sets=sets)
         for number, spec in enumerate(config["regression"]["targets"]):
-            parse_target(spec, domains, f"regression.targets[{number}]")
+            parse_target(spec, domains, f"regression.targets[{number}]", validation_sets=sets)
     except TargetError as err:
         raise ConfigError(str(err)) from None
     target_slugs(config)
@@ -306,6 +323,7 @@ def _check_semantics(config: dict) -> None:
     from regmix import sources
 
     sources.check_source_config(config)
+    sources.check_validation_sets(config)
 
 
 def target_slugs(config: dict) -> list[str]:
@@ -374,8 +392,25 @@ def large_train_tokens(config: dict) -> int:
     return large["steps"] * large["global_batch"] * model_architecture(large["model"])["seq_len"]
 
 
+def validation_set_names(config: dict) -> list[str]:
+    """The validation-only sets, in config order (their loss columns follow the domains')."""
+    return list(config["validation_sets"])
+
+
+def validation_set_settings(config: dict, name: str) -> dict:
+    """What building and tokenizing one validation-only set reads: that set's source, and
+    `data`'s reading options, so adding a set builds and tokenizes only that set."""
+    return {
+        "seed": config["seed"],
+        "domains": config["domains"],
+        "data": config["data"],
+        "validation_sets": {name: config["validation_sets"][name]},
+    }
+
+
 def min_valid_tokens(config: dict) -> int:
-    """Valid tokens a domain needs: the fixed validation windows of proxies and large models."""
+    """Valid tokens a domain (or a validation-only set) needs: the fixed validation windows
+    of proxies and large models."""
     return max(
         config[stage]["val_windows"] * (model_architecture(config[stage]["model"])["seq_len"] + 1)
         for stage in ("proxy", "large")
@@ -401,7 +436,12 @@ def stage_settings(config: dict, stage: str) -> dict:
         section = {
             k: v for k, v in config[stage].items() if k not in ("resources", "named", "baselines", "random_candidates")
         }
-        return {**base, stage: section, "model": model_architecture(config[stage]["model"])}
+        return {
+            **base,
+            stage: section,
+            "model": model_architecture(config[stage]["model"]),
+            "validation_sets": validation_set_names(config),
+        }
     if stage == "regression":
         return {**base, "regression": config["regression"]}
     if stage == "choose":
@@ -442,6 +482,7 @@ def stage_settings(config: dict, stage: str) -> dict:
             "candidates": candidate_names(config),
             "mixture_ids": mixture_ids(config),
             "log_samples": config["evaluate"]["log_samples"],
+            "validation_sets": validation_set_names(config),
         }
     if stage == "archive":
         return {**base, "archive": config["archive"], "container": config["container"]}

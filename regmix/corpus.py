@@ -424,6 +424,30 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
+def build_validation_set(settings: dict, out_dir: str | Path, name: str) -> dict:
+    """A demo validation-only set: the held-out slice (the documents data.valid_fraction's
+    seeded hash puts in valid) of a demo domain that is not a training domain, written to
+    CorpusDir.validation_set(name). Returns its record for the log."""
+    spec, data, seed = settings["validation_sets"][name], settings["data"], settings["seed"]
+    domain = spec["domain"]
+    if spec["kind"] != "demo":
+        raise ValueError(f"validation set {name!r}: kind {spec['kind']!r} is read in place, not built")
+    if domain in settings["domains"]:
+        raise ValueError(f"validation set {name!r}: demo domain {domain!r} is a training domain")
+    roots = install_roots()
+    candidates = [f for f in scan_files(roots) if file_domain(f, seed) == domain]
+    build = build_domain(domain, candidates, seed, data["demo_max_bytes_per_domain"], set())
+    held_out = [t for t in build.documents if sources.in_valid_split(t, seed, data["valid_fraction"])]
+    if not held_out:
+        raise ValueError(
+            f"validation set {name!r}: no held-out documents of demo domain {domain!r} "
+            f"({len(build.documents)} documents, valid_fraction {data['valid_fraction']})"
+        )
+    path = CorpusDir(str(out_dir)).validation_set(name)
+    files.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held_out))
+    return {"name": name, "domain": domain, "documents": len(held_out), "bytes": sum(len(t.encode()) for t in held_out)}
+
+
 def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
     """Read a many-domain dataset once into R/corpus/<domain>/<split>.jsonl.zst.
 
@@ -507,10 +531,20 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="regmix corpus", description=__doc__.split("\n")[0])
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'corpus')")
     parser.add_argument("--out", required=True, help="corpus folder (R/corpus)")
+    parser.add_argument(
+        "--validation-set",
+        help="build only this demo validation-only set (settings: regmix.config.validation_set_settings)",
+    )
     args = parser.parse_args(argv)
     settings = parse_settings(args.settings)
     source = settings["data"]["source"]
-    if source["kind"] == "huggingface" and source["materialize"]:
+    if args.validation_set:
+        record = build_validation_set(settings, args.out, args.validation_set)
+        print(
+            f"validation set {record['name']} (held-out {record['domain']}): "
+            f"{record['documents']} docs {record['bytes']:,d} B"
+        )
+    elif source["kind"] == "huggingface" and source["materialize"]:
         manifest = materialize_dataset(settings, args.out)
         for domain, entry in manifest["domains"].items():
             print(

@@ -158,18 +158,22 @@ class MixtureBatches:
         return out
 
 
-def validation_windows(data_dir: str | Path, domains: list[str], n_windows: int, seq_len: int) -> dict[str, np.ndarray]:
-    """Fixed validation windows [n_windows, seq_len + 1] of every domain's valid split.
+def validation_windows(
+    data_dir: str | Path, domains: list[str], n_windows: int, seq_len: int, validation_sets: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Fixed validation windows [n_windows, seq_len + 1] of every domain's valid split and
+    of every validation-only set (whose tokens lie where a domain's valid split would).
 
     Evenly spaced, non-overlapping, fixed by the data alone: every run of every mixture is
     scored on exactly the same tokens."""
     length = seq_len + 1
     out = {}
-    for domain in domains:
+    for domain in [*domains, *validation_sets]:
+        what = "validation set" if domain in validation_sets else "domain"
         path = sidecar(data_dir, domain, "valid")
         if not path.is_file():
-            raise FileNotFoundError(f"domain {domain!r}: no valid token sidecar {path}")
-        check_min_tokens(path, n_windows * length, domain)  # val_windows x (seq_len + 1), disjoint
+            raise FileNotFoundError(f"{what} {domain!r}: no valid token sidecar {path}")
+        check_min_tokens(path, n_windows * length, domain, what)  # val_windows x (seq_len + 1), disjoint
         stream = TokenStream(path)
         starts = (np.arange(n_windows, dtype=np.int64) * (len(stream) - length)) // max(n_windows - 1, 1)
         out[domain] = stream.windows(starts, length)

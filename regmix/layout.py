@@ -53,6 +53,10 @@ class CorpusDir:
     def file(self, domain: str, split: str, compressed: bool) -> str:
         return _join(self.root, domain, f"{split}.jsonl.zst" if compressed else f"{split}.jsonl")
 
+    def validation_set(self, name: str) -> str:
+        """A demo validation-only set's documents (the `-` keeps it apart from any domain's folder)."""
+        return _join(self.root, "validation-sets", f"{name}.jsonl")
+
 
 @dataclass(frozen=True)
 class TokenDir:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
+from regmix.targets import study_target
 
 # file name -> (report category, caption file under report/); the Snakemake rule wraps
 # each in report(...) so the HTML report shows it in its stage's category
@@ -62,8 +63,11 @@ def _candidate_colors(candidates: list[str]) -> dict[str, str]:
     return {c: cycle[i % len(cycle)] for i, c in enumerate(candidates)}
 
 
-def _target_label(target: str) -> str:
-    return "mean validation loss over domains" if target == "mean" else f"validation loss on '{target}'"
+def _target_label(settings: dict) -> str:
+    target = study_target(settings)
+    if len(target.sets) == 1:
+        return f"validation loss on '{target.label}'"
+    return f"validation loss, {target.label}"
 
 
 def mixture_weights(data: dict, settings: dict, plt):
@@ -100,13 +104,13 @@ def mixture_weights(data: dict, settings: dict, plt):
 
 
 def proxy_loss_vs_weight(data: dict, settings: dict, plt):
-    domains, target = settings["domains"], settings["regression"]["target"]
+    domains, target_sets = settings["domains"], study_target(settings).sets
     merged = data["mixtures"].merge(data["proxy_losses"], on=["mix_id", "domain"])
     rows, cols = _grid(len(domains))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
     for ax, domain in zip(axes.flat, domains, strict=False):
         part = merged[merged.domain == domain]
-        is_target = domain == target
+        is_target = domain in target_sets
         ax.scatter(part["weight"], part["loss"], s=14, color="#d62728" if is_target else "#1f77b4")
         ax.set_title(f"{domain}{' (regression target)' if is_target else ''}", fontsize=10)
         ax.set_xlabel(f"weight of '{domain}' in the mixture")
@@ -128,7 +132,7 @@ def cv_pred_vs_true(data: dict, settings: dict, plt):
     lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linestyle="--", linewidth=1, label="y = x")
-    target = _target_label(settings["regression"]["target"])
+    target = _target_label(settings)
     ax.set_xlabel(f"true {target} ({LOSS_UNIT})", fontsize=9)
     ax.set_ylabel(f"predicted ({LOSS_UNIT})")
     ax.set_title(f"Held-out cross-validation rows: Spearman ρ = {rho:.3f} (n = {len(rows)})", fontsize=10)
@@ -165,40 +169,52 @@ def candidate_mixtures(data: dict, settings: dict, plt):
 
 
 def predicted_vs_achieved(data: dict, settings: dict, plt):
-    rows = data["target_loss"]
-    colors = _candidate_colors(settings["candidates"])
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    """Every large candidate's predicted against achieved target, named, with the
+    database's transfer Spearman and its bootstrap CI in the title."""
+    rows, summary = data["transfer"], data["transfer_summary"]
+    if rows.empty:
+        raise ValueError("the database holds no transfer rows (no large model was scored)")
+    colors = {"regmix": "#d62728", "baseline": "#7f7f7f", "named": "#2ca02c", "random": "#1f77b4"}
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    for kind, part in rows.groupby("kind", sort=True):
+        ax.scatter(part["predicted_target"], part["achieved_target"], color=colors.get(kind, "black"), s=32, label=kind)
     for r in rows.itertuples():
-        ax.scatter(r.predicted_target, r.achieved_target, color=colors.get(r.candidate, "black"), s=30)
         ax.annotate(
-            r.candidate, (r.predicted_target, r.achieved_target), fontsize=8, xytext=(4, 2), textcoords="offset points"
+            r.candidate, (r.predicted_target, r.achieved_target), fontsize=7, xytext=(4, 2), textcoords="offset points"
         )
-    target = _target_label(settings["regression"]["target"])
+    ax.margins(x=0.18, y=0.12)  # room for the names at the edges
     ax.set_xlabel(f"predicted by the regression ({LOSS_UNIT})")
-    ax.set_ylabel(f"achieved: large model's {target}\n({LOSS_UNIT})", fontsize=9)
-    ax.set_title("Large models: predicted vs achieved target loss", fontsize=10)
+    ax.set_ylabel(f"achieved by the large model ({LOSS_UNIT})")
+    t = summary.iloc[0] if len(summary) else None
+    if t is None or pd.isna(t.spearman):
+        stat = "Spearman ρ undefined"
+    else:
+        stat = f"Spearman ρ = {t.spearman:.2f} (95% bootstrap CI {t.ci_low:.2f} .. {t.ci_high:.2f})"
+    ax.set_title(
+        f"Proxies to large models, {len(rows)} candidates\ntarget: {_target_label(settings)}\n{stat}", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
 def large_training_curves(data: dict, settings: dict, plt):
-    train, valid, target = data["large_train_log"], data["large_val_log"], settings["regression"]["target"]
+    train, valid, target = data["large_train_log"], data["large_val_log"], study_target(settings)
     colors = _candidate_colors(settings["candidates"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for cand in settings["candidates"]:
         part = train[train.candidate == cand].sort_values("step")
         left.plot(part["step"], part["loss"], label=cand, color=colors[cand], linewidth=1.2)
-        val = valid[valid.candidate == cand]
-        if target == "mean":
-            val = val.groupby("step", as_index=False)["loss"].mean()
-        else:
-            val = val[val.domain == target]
-        val = val.sort_values("step")
-        right.plot(val["step"], val["loss"], marker="o", markersize=3, label=cand, color=colors[cand], linewidth=1.2)
+        # the target at each validated step (the log holds every scored set: domains and
+        # validation-only sets); a step missing a set of the target is left out
+        val = valid[valid.candidate == cand].pivot_table(index="step", columns="domain", values="loss")
+        val = val.dropna(subset=[s for s in target.sets if s in val.columns])
+        curve = target.values(val, f"large_val_log of {cand}") if len(val) else np.array([])
+        right.plot(val.index, curve, marker="o", markersize=3, label=cand, color=colors[cand], linewidth=1.2)
     left.set_xlabel("optimizer step")
     left.set_ylabel(f"training loss ({LOSS_UNIT})")
     left.set_title("Training loss (mixture batches)", fontsize=10)
     right.set_xlabel("optimizer step")
-    right.set_ylabel(f"{_target_label(target)} ({LOSS_UNIT})", fontsize=9)
+    right.set_ylabel(f"{_target_label(settings)} ({LOSS_UNIT})", fontsize=9)
     right.set_title("Validation loss on the regression target", fontsize=10)
     left.legend(fontsize=8)
     return fig
@@ -256,7 +272,8 @@ TABLES = (
     "proxy_losses",
     "regression_cv_predictions",
     "candidates",
-    "target_loss",
+    "transfer",
+    "transfer_summary",
     "large_train_log",
     "large_val_log",
     "task_ranking",

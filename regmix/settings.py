@@ -108,6 +108,8 @@ class TrainSettings:
     model: ModelSpec
     hp: HyperParameters
     runtime: Runtime
+    # validation-only sets scored next to the domains (never trained on)
+    validation_sets: tuple[str, ...] = ()
     raw: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -131,6 +133,7 @@ class TrainSettings:
             model=ModelSpec.from_dict(settings["model"]),
             hp=hp,
             runtime=runtime,
+            validation_sets=tuple(settings.get("validation_sets", ())),
             raw=settings,
         )
 

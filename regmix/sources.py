@@ -16,6 +16,11 @@ Kinds (keys in config/schema.yaml under data.source):
                R/corpus/<domain>/<split>.jsonl.zst, which every later reader uses
   parquet      per-domain globs of Parquet files with a text column
   text         per-domain globs of plain text files (a document per file or per line)
+
+Validation-only sets (config `validation_sets`) are read by `iter_validation_documents`
+under the same rules; each is one source of one of these kinds, without domains or
+splits (the demo kind: the held-out slice of a demo domain that is not trained on,
+which `regmix corpus --validation-set NAME` writes to CorpusDir.validation_set(NAME)).
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ KIND_KEYS: dict[str, set[str]] = {
         "streaming",
         "materialize",
     },
+    "parquet": {"files", "text_column"},
+    "text": {"files", "text_unit"},
+}
+
+# Keys a validation-only set of each kind may set (besides `kind`).
+VALIDATION_KIND_KEYS: dict[str, set[str]] = {
+    "demo": {"domain"},
+    "jsonl": {"files", "text_field"},
+    "huggingface": {"name_or_path", "config_name", "data_files", "split", "text_column", "domain_column", "values"},
     "parquet": {"files", "text_column"},
     "text": {"files", "text_unit"},
 }
@@ -194,10 +208,9 @@ def check_source_config(config: dict) -> None:
     elif kind == "huggingface":
         mapped = {d for d in source["domain_map"].values() if d is not None}
         _check_domain_sets(mapped, domains, "data.source.domain_map")
-        for split_name, spec in (source["data_files"] or {}).items():
-            for pattern in [spec] if isinstance(spec, str) else spec:
-                if not _is_remote(pattern) and not _glob(pattern):
-                    raise ConfigError(f"config key 'data.source.data_files.{split_name}': {pattern!r} matches no file")
+        for split_name, pattern in _local_patterns(source["data_files"]):
+            if not _glob(pattern):
+                raise ConfigError(f"config key 'data.source.data_files.{split_name}': {pattern!r} matches no file")
     else:  # parquet, text
         _check_domain_sets(set(source["files"]), domains, "data.source.files")
         for domain in domains:
@@ -208,6 +221,49 @@ def check_source_config(config: dict) -> None:
                         f"config key 'data.source.files.{domain}.{split}' = {pattern!r}: domain "
                         f"{domain!r} matches no file"
                     )
+
+
+def check_validation_sets(config: dict) -> None:
+    """Validate each `validation_sets` entry's kind-specific keys and files; raise
+    ConfigError naming the key. (Names are checked with the other names, in regmix.config.)"""
+    domains = list(config["domains"])
+    for name, spec in config["validation_sets"].items():
+        key, kind = f"validation_sets.{name}", spec["kind"]
+        foreign = sorted(set(spec) - {"kind"} - VALIDATION_KIND_KEYS[kind])
+        if foreign:
+            raise ConfigError(
+                f"config key '{key}': key(s) {foreign} do not apply to kind {kind!r} "
+                f"(its keys: {sorted(VALIDATION_KIND_KEYS[kind])})"
+            )
+        if kind == "demo":
+            if spec["domain"] not in DEMO_DOMAINS:
+                raise ConfigError(
+                    f"config key '{key}.domain' = {spec['domain']!r}: not a demo domain (demo domains: "
+                    f"{list(DEMO_DOMAINS)})"
+                )
+            if spec["domain"] in domains:
+                raise ConfigError(
+                    f"config key '{key}.domain' = {spec['domain']!r}: a training domain; a validation-only set "
+                    "must be text no mixture trains on"
+                )
+        elif kind == "huggingface":
+            if (spec["domain_column"] is None) != (spec["values"] is None):
+                raise ConfigError(f"config key '{key}': set domain_column and values together, or neither")
+            for split_name, pattern in _local_patterns(spec["data_files"]):
+                if not _glob(pattern):
+                    raise ConfigError(f"config key '{key}.data_files.{split_name}': {pattern!r} matches no file")
+        elif not _glob(spec["files"]):
+            raise ConfigError(f"config key '{key}.files' = {spec['files']!r}: validation set {name!r} matches no file")
+
+
+def _local_patterns(data_files: dict | None) -> list[tuple[str, str]]:
+    """(split, pattern) of a huggingface `data_files` that are local files."""
+    return [
+        (split_name, pattern)
+        for split_name, spec in (data_files or {}).items()
+        for pattern in ([spec] if isinstance(spec, str) else spec)
+        if not _is_remote(pattern)
+    ]
 
 
 def _check_domain_sets(found: set[str], domains: list[str], key: str) -> None:
@@ -299,16 +355,25 @@ def local_files(source: dict, domain: str, split: str, corpus_dir: str | Path | 
         return jsonl_files(source, domain, split)
     if kind in ("parquet", "text"):
         return _glob_files(source, domain, split)
-    # huggingface: local data files or a local dataset folder; nothing for a hub name
-    files: list[str] = []
-    for spec in (source["data_files"] or {}).values():
-        for pattern in [spec] if isinstance(spec, str) else spec:
-            if not _is_remote(pattern):
-                files += _glob(pattern)
+    return _huggingface_files(source)
+
+
+def _huggingface_files(source: dict) -> list[str]:
+    """Local data files, or a local dataset folder's files, of a huggingface source (a
+    domain source or a validation-only set); nothing for a hub name."""
+    files = [path for _, pattern in _local_patterns(source["data_files"]) for path in _glob(pattern)]
     local = Path(source["name_or_path"])
     if not files and local.exists():
         files = [str(local)] if local.is_file() else sorted(str(p) for p in local.rglob("*") if p.is_file())
     return sorted(set(files))
+
+
+def validation_set_files(config: dict, name: str) -> list[str]:
+    """Local files validation set `name` is read from, for Snakemake to track as inputs."""
+    spec = config["validation_sets"][name]
+    if spec["kind"] == "demo":
+        return [Layout(config["results_dir"]).corpus.validation_set(name)]
+    return _huggingface_files(spec) if spec["kind"] == "huggingface" else _glob(spec["files"])
 
 
 # --------------------------------------------------------------------------- reading
@@ -413,6 +478,77 @@ def _records(source: dict, corpus_dir, domain: str, split: str, stats: ReadStats
     hash_split = source["valid_split"] is None
     stats.sources.append(source["name_or_path"])
     return _huggingface_records(source, domain, split), hash_split
+
+
+def iter_validation_documents(
+    settings: dict, corpus_dir: str | Path | None, name: str, stats: ReadStats | None = None
+) -> Iterator[str]:
+    """Yield the documents of validation-only set `name` (settings["validation_sets"][name]),
+    in a fixed order, under the rules of `iter_documents`: a set without documents, or
+    with too many unreadable records, is an error naming it."""
+    sets = settings.get("validation_sets") or {}
+    if name not in sets:
+        raise ValueError(f"validation set {name!r} is not in validation_sets {sorted(sets)}")
+    spec, data = sets[name], settings["data"]
+    stats = stats if stats is not None else ReadStats()
+    kind, label = spec["kind"], f"validation set {name!r}"
+    if kind == "demo":
+        if corpus_dir is None:
+            raise ValueError(f"{label}: a demo set reads the corpus folder: pass corpus_dir")
+        path = CorpusDir(str(corpus_dir)).validation_set(name)
+        if not Path(path).is_file():
+            raise ValueError(f"{label}: documents file {path!r} does not exist (regmix corpus --validation-set)")
+        stats.sources.append(path)
+        records = _jsonl_records([path], "text")
+    elif kind == "huggingface":
+        stats.sources.append(spec["name_or_path"])
+        records = _huggingface_set_records(spec, label)
+    else:
+        files = _glob(spec["files"])
+        if not files:
+            raise ValueError(f"{label}: pattern {spec['files']!r} matches no file")
+        stats.sources += files
+        if kind == "jsonl":
+            records = _jsonl_records(files, spec["text_field"])
+        elif kind == "parquet":
+            records = _parquet_records(files, spec["text_column"])
+        else:
+            records = _text_records(files, spec["text_unit"])
+    for text, where in records:
+        if stats.admit(text, where):
+            stats.documents += 1
+            yield text
+    stats.check_unreadable(label, data["max_undecodable_fraction"])
+    if stats.documents == 0:
+        where = ", ".join(stats.sources[:3]) + (" ..." if len(stats.sources) > 3 else "") or "the source"
+        raise ValueError(f"{label}: no documents in {where}")
+
+
+def _huggingface_set_records(spec: dict, label: str):
+    """Rows of one dataset split (only those whose `domain_column` is in `values`, when set)."""
+    import datasets
+    import pyarrow.compute as pc
+
+    dataset = datasets.load_dataset(
+        spec["name_or_path"], spec["config_name"], data_files=spec["data_files"], split=spec["split"]
+    )
+    name, row = f"{spec['name_or_path']}[{spec['split']}]", 0
+    wanted = _string_array(list(spec["values"])) if spec["values"] is not None else None
+    for table in dataset.with_format("arrow").iter(batch_size=_ARROW_BATCH_ROWS):
+        try:
+            texts = _arrow_column(table, spec["text_column"])
+            mask = (
+                None
+                if wanted is None
+                else pc.is_in(pc.cast(_arrow_column(table, spec["domain_column"]), "string"), value_set=wanted)
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"{label}: {name} has no column {err} (columns: {table.column_names})") from None
+        offsets = range(table.num_rows) if mask is None else pc.indices_nonzero(mask).to_pylist()
+        kept = texts if mask is None else texts.filter(mask)
+        for offset, text in zip(offsets, kept.to_pylist(), strict=True):
+            yield _checked_text(text, f"{name} row {row + offset}")
+        row += table.num_rows
 
 
 def _checked_text(text, where: str):

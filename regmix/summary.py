@@ -14,7 +14,7 @@ import pandas as pd
 
 from regmix import files
 from regmix.config import parse_settings
-from regmix.targets import parse_target
+from regmix.targets import MEAN, study_target
 
 
 def _query(db: Path, sql: str) -> pd.DataFrame:
@@ -27,8 +27,11 @@ def _query(db: Path, sql: str) -> pd.DataFrame:
         con.close()
 
 
-def summary_table(db: str | Path, candidates: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per candidate, best target loss first; and the task column names."""
+def summary_table(
+    db: str | Path, candidates: list[str], validation_sets: list[str] = ()
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per candidate, best target loss first; and the task column names. Each
+    validation-only set adds a column `validation:<set>`: the large model's loss on it."""
     db = Path(db)
     if not db.is_file():
         raise FileNotFoundError(f"results database not found: {db}")
@@ -47,6 +50,15 @@ def summary_table(db: str | Path, candidates: list[str]) -> tuple[pd.DataFrame, 
             "predicted_rank": [int(target.loc[c, "predicted_rank"]) for c in candidates],
         }
     )
+    if validation_sets:
+        held_out = _query(db, "SELECT candidate, domain, loss FROM large_losses")
+        held_out = held_out[held_out.domain.isin(validation_sets)].pivot(
+            index="candidate", columns="domain", values="loss"
+        )
+        for name in validation_sets:
+            if name not in held_out.columns or held_out[name].reindex(candidates).isna().any():
+                raise ValueError(f"{db}: no large-model loss on validation set {name!r} for every candidate")
+            table[f"validation:{name}"] = [held_out.loc[c, name] for c in candidates]
     task_columns = []
     for (task, metric), rows in ranking.groupby(["task", "metric"], sort=True):
         rows = rows.set_index("candidate")
@@ -159,13 +171,14 @@ def render_markdown(
     cv: dict[str, float],
     record: dict,
 ) -> str:
-    target = settings["regression"]["target"]
-    if target == "mean":
+    target, validation_sets = study_target(settings), list(settings.get("validation_sets", []))
+    if settings["regression"]["target"] == MEAN:
         what = "the mean validation loss over all domains"
-    elif isinstance(target, str):
-        what = f"the validation loss on domain `{target}`"
+    elif len(target.sets) == 1:
+        kind = "validation-only set" if target.label in validation_sets else "domain"
+        what = f"the validation loss on {kind} `{target.label}`"
     else:
-        what = f"the weighted validation loss `{parse_target(target, settings['domains']).label}`"
+        what = f"the weighted validation loss `{target.label}`"
     parts = [
         "# RegMix run summary",
         "",
@@ -188,6 +201,29 @@ def render_markdown(
             ],
         ),
     ]
+    if validation_sets:
+        order = table.sort_values(["target_rank", "candidate"])
+        parts += [
+            "",
+            "## Validation-only sets (scored, never trained on)",
+            "",
+            "Each large model's validation loss (nats per token) on every validation-only set, with its rank "
+            "among candidates (lower loss first).",
+            "",
+            _markdown_table(
+                ["candidate", *[f"`{n}`" for n in validation_sets]],
+                [
+                    [
+                        f"`{row.candidate}`",
+                        *[
+                            f"{_fmt(row[f'validation:{n}'])} ({int(order[f'validation:{n}'].rank(method='min')[i])})"
+                            for n in validation_sets
+                        ],
+                    ]
+                    for i, row in order.iterrows()
+                ],
+            ),
+        ]
     if task_columns:
         shots_text = ", ".join(map(str, shots))
         order = table.sort_values(["task_rank", "candidate"])
@@ -252,7 +288,7 @@ def render_markdown(
 def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str | Path) -> pd.DataFrame:
     """Write summary.md and summary.csv (plus a provenance sidecar) from the database."""
     db = Path(db)
-    table, task_columns = summary_table(db, settings["candidates"])
+    table, task_columns = summary_table(db, settings["candidates"], list(settings.get("validation_sets", [])))
     shots = sorted(_query(db, "SELECT DISTINCT shots FROM eval_results")["shots"].astype(int))
     cv_rows = _query(db, "SELECT key, value FROM regression_cv WHERE value IS NOT NULL")
     cv: dict[str, dict[str, float]] = {}

@@ -1,8 +1,9 @@
 """The regression target: what "better mixture" means for a study.
 
 `regression.target` is one of
-- a validation set's name (its validation loss), as in the paper (`pile_cc`);
-- `mean`: the mean validation loss over the training domains;
+- a validation set's name (its validation loss), as in the paper (`pile_cc`): a training
+  domain or a validation-only set (config `validation_sets`);
+- `mean`: the mean validation loss over the training domains (never the validation-only sets);
 - a weighted objective over validation sets, e.g. `{docs: 0.5, code: 0.5}` (weights are
   normalised to sum to one, so `{a: 1, b: 1}` is the mean of a and b).
 
@@ -68,22 +69,28 @@ class Target:
         return {"label": self.label, "weights": dict(self.weights)}
 
 
-def parse_target(spec: str | Mapping[str, Any], sets: Sequence[str], key: str = "regression.target") -> Target:
+def parse_target(
+    spec: str | Mapping[str, Any],
+    sets: Sequence[str],
+    key: str = "regression.target",
+    validation_sets: Sequence[str] = (),
+) -> Target:
     """Resolve a configured target against the validation sets a study scores.
 
-    `sets` lists the names a loss exists for; `mean` averages over all of them, so callers
-    pass the training domains when `mean` should mean "over domains". A string that names a
-    column of `sets` (including one literally called `mean`, as in RegMix's CSVs) is that
-    column.
+    `sets` lists the names a loss exists for that `mean` averages (the training domains);
+    `validation_sets` the validation-only sets, which a target may name but `mean` leaves
+    out. A string that names a column of `sets` (including one literally called `mean`,
+    as in RegMix's CSVs) is that column.
     """
-    sets = list(sets)
+    averaged = list(sets)
+    sets = [*averaged, *[s for s in validation_sets if s not in averaged]]
     if isinstance(spec, str):
         if spec in sets:
             return Target(((spec, 1.0),), spec)
         if spec == MEAN:
-            if not sets:
+            if not averaged:
                 raise TargetError(f"config key '{key}' = 'mean': there are no validation sets to average")
-            return Target(tuple((s, 1.0 / len(sets)) for s in sets), "mean over domains")
+            return Target(tuple((s, 1.0 / len(averaged)) for s in averaged), "mean over domains")
         raise TargetError(f"config key '{key}' = {spec!r}: not a validation set (known: {sets}) nor 'mean'")
     if not isinstance(spec, Mapping) or not spec:
         raise TargetError(f"config key '{key}' = {spec!r}: give a set name, 'mean', or a non-empty {{set: weight}} map")
@@ -99,6 +106,14 @@ def parse_target(spec: str | Mapping[str, Any], sets: Sequence[str], key: str = 
     normalised = tuple((n, w / total) for n, w in weights)
     label = " + ".join(f"{w:.3g}*{n}" for n, w in normalised)
     return Target(normalised, label)
+
+
+def study_target(settings: Mapping[str, Any]) -> Target:
+    """The target of a stage's settings (`domains`, `regression.target`, and the names of
+    its `validation_sets`, as regmix.config.stage_settings writes them)."""
+    return parse_target(
+        settings["regression"]["target"], settings["domains"], validation_sets=settings.get("validation_sets", ())
+    )
 
 
 def target_slug(spec: str | Mapping[str, Any]) -> str:

@@ -342,8 +342,12 @@ def tokenize_split(
     split: str,
     out_path: str | Path,
     min_tokens: int = 0,
+    validation_set: bool = False,
 ) -> dict:
-    """Tokenize (domain, split) to `out_path` (+ shards) and its sidecar; return the sidecar."""
+    """Tokenize (domain, split) to `out_path` (+ shards) and its sidecar; return the sidecar.
+
+    With `validation_set`, `domain` names a validation-only set (settings["validation_sets"])
+    and `split` must be "valid": the set has only that split."""
     from regmix.tokenizer import fingerprint_of
 
     data = settings["data"]
@@ -352,13 +356,20 @@ def tokenize_split(
     vocab_size, eos_id = fingerprint["vocab_size"], fingerprint["eos_id"]
     dtype = token_dtype(vocab_size)
     out_path = Path(out_path)
+    if validation_set and split != "valid":
+        raise ValueError(f"validation set {domain!r}: has only the valid split, not {split!r}")
+    label = f"validation set {domain!r}" if validation_set else f"domain {domain!r} split {split!r}"
     limit = (data["token_limit"] or {}).get(domain) if split == "train" else None
     sampler = LimitSampler(limit) if limit else None
     writer = ShardWriter(out_path, dtype, data["shard_max_tokens"])
     source_hash = hashlib.sha256()
     documents = total_bytes = 0
     try:
-        texts = sources.iter_documents(settings, corpus_dir, domain, split)
+        texts = (
+            sources.iter_validation_documents(settings, corpus_dir, domain)
+            if validation_set
+            else sources.iter_documents(settings, corpus_dir, domain, split)
+        )
         stream = encode_stream(
             texts,
             str(tokenizer_dir / "tokenizer.json"),
@@ -396,7 +407,7 @@ def tokenize_split(
             documents = len(kept)
         if writer.tokens < min_tokens:
             raise ValueError(
-                f"domain {domain!r} split {split!r}: {writer.tokens} tokens, fewer than the {min_tokens} needed "
+                f"{label}: {writer.tokens} tokens, fewer than the {min_tokens} needed "
                 "(validation windows x (sequence length + 1))"
             )
         names = writer.commit()
@@ -406,6 +417,7 @@ def tokenize_split(
     sidecar = {
         "domain": domain,
         "split": split,
+        "validation_set": validation_set,
         "tokens": writer.tokens,
         "dtype": dtype.name,
         "files": names,
@@ -426,12 +438,13 @@ def sidecar_path(bin_path: str | Path) -> Path:
     return Path(bin_path).with_suffix(".json")
 
 
-def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str) -> int:
-    """Raise ValueError naming the domain when a split has fewer than `needed` tokens."""
+def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str, what: str = "domain") -> int:
+    """Raise ValueError naming the domain (or validation set: `what`) when a split has
+    fewer than `needed` tokens."""
     sidecar = files.read_json(sidecar_path)
     if sidecar["tokens"] < needed:
         raise ValueError(
-            f"domain {domain!r} split {sidecar.get('split', '?')!r}: {sidecar['tokens']} tokens in {sidecar_path}, "
+            f"{what} {domain!r} split {sidecar.get('split', '?')!r}: {sidecar['tokens']} tokens in {sidecar_path}, "
             f"fewer than the {needed} needed"
         )
     return sidecar["tokens"]
@@ -475,18 +488,32 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'tokenize')")
     parser.add_argument("--corpus", default=None, help="corpus folder (R/corpus; read by the demo source)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder (R/tokenizer)")
-    parser.add_argument("--domain", required=True)
-    parser.add_argument("--split", required=True, choices=sources.SPLITS)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--domain")
+    which.add_argument("--validation-set", help="a validation-only set of the settings (its one split: valid)")
+    parser.add_argument("--split", choices=sources.SPLITS, help="the domain's split (a validation set's is valid)")
     parser.add_argument("--out", required=True, help="R/data/<domain>/<split>.bin (sidecar: same name, .json)")
     parser.add_argument("--min-tokens", type=int, default=0, help="fail unless the split has at least this many tokens")
     args = parser.parse_args(argv)
     if not args.out.endswith(".bin"):
         raise ValueError(f"--out {args.out!r}: must end in .bin")
+    if args.domain and not args.split:
+        parser.error("--split is required with --domain")
+    name, split = (args.validation_set, "valid") if args.validation_set else (args.domain, args.split)
+    if args.validation_set and args.split not in (None, "valid"):
+        parser.error("a validation set has only the valid split")
     sidecar = tokenize_split(
-        parse_settings(args.settings), args.corpus, args.tokenizer, args.domain, args.split, args.out, args.min_tokens
+        parse_settings(args.settings),
+        args.corpus,
+        args.tokenizer,
+        name,
+        split,
+        args.out,
+        args.min_tokens,
+        validation_set=bool(args.validation_set),
     )
     print(
-        f"{args.domain}/{args.split}: {sidecar['documents']} documents, {sidecar['tokens']} tokens "
+        f"{name}/{split}: {sidecar['documents']} documents, {sidecar['tokens']} tokens "
         f"({sidecar['dtype']}, {sidecar['bytes_per_token']:.2f} bytes/token) in {len(sidecar['files'])} file(s)"
     )
     return 0

@@ -81,7 +81,7 @@ def run_fingerprint(settings: TrainSettings, weights: dict) -> str:
 
 @torch.no_grad()
 def validate(model: StackedLlama, windows: dict[str, np.ndarray], micro: int, device, dtype) -> dict[str, torch.Tensor]:
-    """Mean next-token loss per model [K] on each domain's fixed validation windows."""
+    """Mean next-token loss per model [K] on each domain's (and validation set's) fixed windows."""
     out = {}
     for domain, tokens in windows.items():
         total = torch.zeros(model.k, dtype=torch.float64, device=device)
@@ -292,9 +292,9 @@ def build_pack(
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     arch = resolve_architecture(settings.model, len(tokenizer))
     local_batch, micro = _batch_split(settings, proc.world)
-    _check_vocabulary(data_dir, settings.domains, arch)
+    _check_vocabulary(data_dir, [*settings.domains, *settings.validation_sets], arch)
     domains, hp = list(settings.domains), settings.hp
-    val = validation_windows(data_dir, domains, hp.val_windows, arch.seq_len)
+    val = validation_windows(data_dir, domains, hp.val_windows, arch.seq_len, settings.validation_sets)
     weights = [w for _, w in mixtures]
     batches = MixtureBatches(data_dir, domains, weights, arch.seq_len, hp.global_batch, settings.seed)
     model = StackedLlama(arch, len(mixtures), seed=settings.seed).to(proc.device)
@@ -486,6 +486,7 @@ def export(pack: Pack, state: checkpoint.TrainerState, clock: Clock) -> None:
     llama_config = hf_config(arch, bos, pack.tokenizer.eos_token_id, pack.tokenizer.pad_token_id)
     tokens_seen = hp.steps * hp.global_batch * arch.seq_len
     sidecars = [sidecar(pack.data_dir, d, s) for d in settings.domains for s in ("train", "valid")]
+    sidecars += [sidecar(pack.data_dir, name, "valid") for name in settings.validation_sets]
     for i, run in enumerate(pack.runs):
         if settings.runtime.save_model:
             _save_hf(pack.model, i, llama_config, pack.tokenizer, Path(run.model))

@@ -19,6 +19,8 @@ from regmix.config import (
     swarm_settings,
     target_slugs,
     validate_config,
+    validation_set_names,
+    validation_set_settings,
 )
 from regmix.layout import Layout
 
@@ -53,6 +55,8 @@ SPLITS = ["train", "valid"]
 MIX_IDS = mixture_ids(config)
 PACKS = proxy_packs(config)
 CANDIDATES = candidate_names(config)
+# validation-only sets: tokenized and scored, never trained on
+VALIDATION_SETS = validation_set_names(config)
 SWARMS = swarm_names(config)  # regression.extra_swarms
 # regression.targets, fitted next to the main target
 TARGET_SLUGS = target_slugs(config)
@@ -60,6 +64,8 @@ TARGET_SLUGS = target_slugs(config)
 
 wildcard_constraints:
     domain="|".join(DOMAINS),
+    # (?!) matches nothing: without sets, the set rules match no file
+    vset="|".join(VALIDATION_SETS) or "(?!)",
     split="train|valid",
     candidate="|".join(CANDIDATES),
     swarm="|".join(SWARMS) or "(?!)",
@@ -87,6 +93,12 @@ def settings(stage, candidate=None):
     return json.dumps(values, sort_keys=True)
 
 
+def set_settings(name):
+    """One validation-only set's settings (regmix.config.validation_set_settings) as a JSON
+    param: adding or changing a set rebuilds and retokenizes that set only."""
+    return json.dumps(validation_set_settings(config, name), sort_keys=True)
+
+
 def option(flag, value):
     """`flag value`, shell-quoted, or nothing when there is no value."""
     return f"{flag} {shlex.quote(str(value))}" if value else ""
@@ -101,11 +113,12 @@ def source_files(split):
 
 
 def token_files():
-    """Every domain's tokens and sidecars, both splits: what a trainer reads."""
+    """Every domain's tokens and sidecars, both splits, and every validation-only set's:
+    what a trainer reads."""
     data = L.data
     return [
         f(d, s) for d in DOMAINS for s in SPLITS for f in (data.tokens, data.sidecar)
-    ]
+    ] + [f(n, "valid") for n in VALIDATION_SETS for f in (data.tokens, data.sidecar)]
 
 
 def final_outputs():

@@ -58,6 +58,8 @@ rule fit_regression:
     container:
         CONTAINER
     params:
+        # the settings carry regression.target (a set, mean, or a {set: weight} objective)
+        # and the regressor
         settings=settings("regression"),
         swarms=lambda w, input: (
             "--swarm "

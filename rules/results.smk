@@ -9,6 +9,7 @@ rule build_database:
     input:
         prior=L.prior,
         counts=L.token_counts,
+        validation_sets=[L.data.sidecar(n, "valid") for n in VALIDATION_SETS],
         mixtures=[L.mixture(m) for m in MIX_IDS],
         proxies=[L.proxy_losses(m) for m in MIX_IDS],
         regression=L.regression("model.pkl"),

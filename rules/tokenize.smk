@@ -42,6 +42,48 @@ rule tokenize_domain:
         " --out {output.tokens:q} > {log:q} 2>&1"
 
 
+# Validation-only sets: a demo set's held-out documents are built on their own (adding a
+# set does not rebuild the domains' corpus); every set is tokenized with the study's
+# tokenizer into R/data/<set>/valid.bin, where the trainers' validation finds it.
+rule build_validation_set:
+    input:
+        code=code_files("corpus"),
+    output:
+        L.corpus.validation_set("{vset}"),
+    log:
+        L.log("build_validation_set", "{vset}"),
+    container:
+        CONTAINER
+    params:
+        settings=lambda w: set_settings(w.vset),
+        corpus=lambda w: L.corpus.root,
+    shell:
+        "regmix corpus --settings {params.settings:q} --out {params.corpus:q} --validation-set {wildcards.vset:q}"
+        " > {log:q} 2>&1"
+
+
+rule tokenize_validation_set:
+    input:
+        documents=lambda w: sources.validation_set_files(config, w.vset),
+        tokenizer=L.tokenizer,
+        code=code_files("tokenize"),
+    output:
+        tokens=L.data.tokens("{vset}", "valid"),
+        sidecar=L.data.sidecar("{vset}", "valid"),
+    log:
+        L.log("tokenize_validation_set", "{vset}"),
+    container:
+        CONTAINER
+    threads: config["data"]["workers"]
+    params:
+        settings=lambda w: set_settings(w.vset),
+        corpus=lambda w: L.corpus.root,
+        min_tokens=min_valid_tokens(config),
+    shell:
+        "regmix tokenize --settings {params.settings:q} --corpus {params.corpus:q} --tokenizer {input.tokenizer:q}"
+        " --validation-set {wildcards.vset:q} --min-tokens {params.min_tokens} --out {output.tokens:q} > {log:q} 2>&1"
+
+
 rule compute_prior:
     input:
         sidecars=[L.data.sidecar(d, s) for d in DOMAINS for s in SPLITS],

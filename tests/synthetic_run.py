@@ -27,14 +27,19 @@ CANDIDATE_WEIGHTS = {
 TASKS = {"regmix_ppl_b": "perplexity", "regmix_mc_b": "multiple_choice"}
 
 
-def settings() -> dict:
+# a validation-only set write_run can add: its loss falls with the weight on `c`
+HELD_OUT = "held"
+
+
+def settings(validation_sets: tuple[str, ...] = (), target: str | dict = TARGET) -> dict:
     return {
         "seed": 0,
         "domains": DOMAINS,
-        "regression": {"regressor": "lightgbm", "target": TARGET, "cv_folds": 3, "seed": 0},
+        "regression": {"regressor": "lightgbm", "target": target, "cv_folds": 3, "seed": 0},
         "candidates": CANDIDATES,
         "mixture_ids": MIX_IDS,
         "log_samples": False,
+        "validation_sets": list(validation_sets),
     }
 
 
@@ -51,8 +56,9 @@ def load_regressor(model_dir: Path) -> LinearRegressor:
     return LinearRegressor()
 
 
-def _losses(weights: dict[str, float], offset: float) -> dict[str, float]:
-    return {d: round(offset + 3.2 - 0.9 * w, 6) for d, w in weights.items()}
+def _losses(weights: dict[str, float], offset: float, validation_sets: tuple[str, ...] = ()) -> dict[str, float]:
+    losses = {d: round(offset + 3.2 - 0.9 * w, 6) for d, w in weights.items()}
+    return {**losses, **{name: round(offset + 3.0 - 0.5 * weights["c"], 6) for name in validation_sets}}
 
 
 def _run_meta(seed: int, steps: int) -> dict:
@@ -120,8 +126,9 @@ def _lm_eval_result(score: float, shots: int) -> dict:
     }
 
 
-def write_run(root: Path, *, with_topk: bool = True) -> Path:
-    """Write every file the summary stages read under `root` (the results directory)."""
+def write_run(root: Path, *, with_topk: bool = True, validation_sets: tuple[str, ...] = ()) -> Path:
+    """Write every file the summary stages read under `root` (the results directory);
+    with `validation_sets`, each run also scores those sets (and their sidecars exist)."""
     root.mkdir(parents=True, exist_ok=True)
 
     def put(relative: str, text: str) -> None:
@@ -131,12 +138,26 @@ def write_run(root: Path, *, with_topk: bool = True) -> Path:
 
     put("data/prior.yaml", yaml.safe_dump(CANDIDATE_WEIGHTS["prior"]))
     put("data/token_counts.json", json.dumps({d: {"train": 100000, "valid": 5000} for d in DOMAINS}))
+    for name in validation_sets:
+        put(
+            f"data/{name}/valid.json",
+            json.dumps(
+                {
+                    "domain": name,
+                    "split": "valid",
+                    "validation_set": True,
+                    "tokens": 4000,
+                    "documents": 12,
+                    "bytes": 16000,
+                }
+            ),
+        )
     rng = np.random.default_rng(0)
     for i, mix in enumerate(MIX_IDS):
         w = rng.dirichlet(np.ones(len(DOMAINS)))
         weights = {d: float(x) for d, x in zip(DOMAINS, w, strict=False)}
         put(f"mixtures/{mix}.yaml", yaml.safe_dump({"mix_id": mix, "weights": weights}))
-        losses = _losses(weights, 0.5)
+        losses = _losses(weights, 0.5, validation_sets)
         put(
             f"proxies/{mix}/losses.json",
             json.dumps({"mix_id": mix, "weights": weights, "val_loss": losses, **_run_meta(i, 50)}),
@@ -179,7 +200,7 @@ def write_run(root: Path, *, with_topk: bool = True) -> Path:
     for k, cand in enumerate(CANDIDATES):
         weights = CANDIDATE_WEIGHTS[cand]
         put(f"candidates/{cand}.yaml", yaml.safe_dump({"name": cand, "weights": weights}))
-        losses = _losses(weights, 0.0)
+        losses = _losses(weights, 0.0, validation_sets)
         put(
             f"large/{cand}/losses.json",
             json.dumps({"mix_id": cand, "weights": weights, "val_loss": losses, **_run_meta(k, 100)}),

@@ -21,13 +21,14 @@ from tests.conftest import run_snakemake
 pytestmark = pytest.mark.slow
 
 # the micro config's candidates, built-in and random ones included
-CANDIDATES = set(candidate_names(load_config(Path(__file__).resolve().parents[1] / "config" / "micro.yaml")))
+MICRO = load_config(Path(__file__).resolve().parents[1] / "config" / "micro.yaml")
+CANDIDATES = set(candidate_names(MICRO))
 UPSTREAM_OF_PROXIES = {"build_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures"}
 # the rules of each stage that regmix.tracking names (a pack rule stands for all packs)
 STAGE_RULES = {
-    "corpus": {"build_corpus"},
+    "corpus": {"build_corpus", "build_validation_set"},
     "tokenizer": {"train_tokenizer"},
-    "tokenize": {"tokenize_domain", "compute_prior"},
+    "tokenize": {"tokenize_domain", "tokenize_validation_set", "compute_prior"},
     "mixtures": {"synthesize_mixtures"},
     "proxy": {"train_proxies_pack"},
     "large": {"train_large"},
@@ -157,11 +158,30 @@ def test_tokenization_code_change_retokenizes_but_keeps_corpus_and_tokenizer(mic
     module = stage_module(micro_run, "tokenize")
     with edited(module):
         jobs = dry_run(micro_run)
-    assert len(jobs["tokenize_domain"]) == 12  # 6 domains x 2 splits
+    assert len(jobs["tokenize_domain"]) == 2 * len(MICRO["domains"])  # every domain, both splits
+    assert len(jobs["tokenize_validation_set"]) == len(MICRO["validation_sets"])
     assert all(module.name in job.reason for job in jobs["tokenize_domain"])
     assert_code_reruns_exactly_its_stages(jobs, micro_run, module)
     assert {"compute_prior", "synthesize_mixtures", "train_proxies_pack_0000", "fit_regression"} <= set(jobs)
     assert_untouched(jobs, {"build_corpus", "train_tokenizer"})
+
+
+def test_adding_a_validation_set_scores_it_without_rebuilding_the_domains(micro_run):
+    """A new validation-only set is tokenized on its own and every model is rescored on
+    it (validation runs inside training, so proxies and large models rerun); the domains'
+    corpus, tokenizer, tokens, prior, mixtures and the other set stay as they are."""
+    notes = micro_run / "extra_notes"
+    notes.mkdir(exist_ok=True)
+    for i in range(40):
+        (notes / f"{i:02d}.txt").write_text(f"Note {i}: a held-out text no mixture trains on. " * 12)
+    overlay = {"validation_sets": {**MICRO["validation_sets"], "notes": {"kind": "text", "files": "extra_notes/*.txt"}}}
+    jobs = dry_run(micro_run, overlay)
+    assert [job.wildcards["vset"] for job in jobs["tokenize_validation_set"]] == ["notes"]
+    assert "build_validation_set" not in jobs  # the demo set already built is kept
+    assert_untouched(jobs, UPSTREAM_OF_PROXIES)
+    assert len([r for r in jobs if r.startswith("train_proxies_pack_")]) == 2
+    assert candidates_of(jobs, "train_large") == CANDIDATES
+    assert {"collect_proxy_results", "fit_regression", "build_database", "summarize", "plot_figures"} <= set(jobs)
 
 
 def test_evaluation_code_change_reevaluates_without_retraining(micro_run):

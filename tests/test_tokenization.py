@@ -20,6 +20,7 @@ DOMAINS = ["docs", "arithmetic"]
 SIDECAR_KEYS = {
     "domain",
     "split",
+    "validation_set",
     "tokens",
     "dtype",
     "files",

@@ -301,3 +301,41 @@ def test_two_process_gloo_matches_one_process(ws, tmp_path):
     assert double["world_size"] == 2
     for domain in DOMAINS:
         assert double["val_loss"][domain] == pytest.approx(single["val_loss"][domain], rel=1e-4)
+
+
+def test_a_validation_set_is_scored_but_never_trained_on(ws, packed, tmp_path):
+    """A validation-only set's windows are scored next to the domains' (an extra loss in
+    losses.json and the logs) and change nothing about training."""
+    write_tokens(ws["data"], "held", "valid", domain_tokens(2, 2000, 9))
+    out_dirs = [tmp_path / m for m in ("mix_0000", "mix_0001", "mix_0002")]
+    code = train(
+        {**settings(), "validation_sets": ["held"]},
+        "proxy",
+        ws["data"],
+        ws["tokenizer"],
+        [ws["mixtures"][m] for m in ("mix_0000", "mix_0001", "mix_0002")],
+        out_dirs,
+    )
+    assert code == 0
+    for out in out_dirs:
+        with_set = json.loads((out / "losses.json").read_text())
+        without = json.loads((packed / out.name / "losses.json").read_text())
+        assert list(with_set["val_loss"]) == [*DOMAINS, "held"]
+        assert math.isfinite(with_set["val_loss"]["held"])
+        for domain in DOMAINS:
+            assert with_set["val_loss"][domain] == without["val_loss"][domain]
+        assert train_losses(out) == train_losses(packed / out.name)
+        logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert any("held" in rec.get("val_loss", {}) for rec in logged)
+
+
+def test_a_validation_set_without_tokens_is_named(ws, tmp_path):
+    with pytest.raises(FileNotFoundError, match="validation set 'missing'"):
+        train(
+            {**settings(), "validation_sets": ["missing"]},
+            "proxy",
+            ws["data"],
+            ws["tokenizer"],
+            [ws["mixtures"]["mix_0000"]],
+            [tmp_path / "mix_0000"],
+        )

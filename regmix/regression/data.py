@@ -65,7 +65,8 @@ def load_swarm_from_duckdb(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame
     """The pipeline database's `mixtures(mix_id, domain, weight)` and
     `proxy_losses(mix_id, domain, loss)` as (mixtures, losses) frames indexed by mix_id.
 
-    The losses frame gains a `mean` column (mean over validation domains), like the
+    The losses frame gains a `mean` column (mean over the mixtures' domains; a
+    validation-only set's loss is a column of its own but not in the mean), like the
     collected losses CSV.
     """
     import duckdb
@@ -85,7 +86,7 @@ def load_swarm_from_duckdb(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame
         con.close()
     mixtures = _pivot(weights, "weight", f"{path}:mixtures", fill=0.0)
     loss_frame = _pivot(losses, "loss", f"{path}:proxy_losses", fill=None)
-    loss_frame["mean"] = loss_frame.mean(axis=1)
+    loss_frame["mean"] = loss_frame[[d for d in loss_frame.columns if d in mixtures.columns]].mean(axis=1)
     return align_swarm(mixtures, loss_frame, str(path))
 
 
