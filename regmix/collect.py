@@ -677,8 +677,7 @@ def gather_tables(
                 for r in long.to_dict("records")
             ]
     sets = settings.get("validation_sets", ())
-    main_label = parse_target(target, domains, validation_sets=sets).label
-    fits = [(target_slug(target), main_label, True, "regression/cv.json")]
+    fits = [(target_slug(settings["regression"]["target"]), target.label, True, "regression/cv.json")]
     for spec in settings["regression"].get("targets", []):
         slug = target_slug(spec)
         fits.append(
