@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from regmix import files, sources
+from regmix.pieces import document_pieces
 from regmix.settings import parse_settings
-from regmix.tokenization import document_pieces
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"

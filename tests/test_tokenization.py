@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from regmix import cli, files, tokenization, tokenizer
 from regmix.config import stage_settings, validate_config
+from regmix.pieces import document_pieces
 
 DOMAINS = ["docs", "arithmetic"]
 SIDECAR_KEYS = {
@@ -314,20 +315,20 @@ class CallSizes:
 
 def test_pieces_rejoin_stay_within_the_bound_and_cut_before_a_space():
     text = long_document(0, 50_000)
-    pieces = list(tokenization.document_pieces(text, 1000))
+    pieces = list(document_pieces(text, 1000))
     assert "".join(pieces) == text and len(pieces) > 50
     assert all(0 < len(p) <= 1000 for p in pieces)
     assert all(p[0] == " " and not q[-1].isspace() for q, p in zip(pieces, pieces[1:], strict=False))
     short = "fits as it is " * 10
-    assert [p is short for p in tokenization.document_pieces(short, 1000)] == [True]
+    assert [p is short for p in document_pieces(short, 1000)] == [True]
     # no space within reach: before a newline; neither: at the bound exactly
     lines = "\n".join(["a" * 300] * 10)
-    assert [p[0] for p in list(tokenization.document_pieces(lines, 1000))[1:]] == ["\n"] * 3
+    assert [p[0] for p in list(document_pieces(lines, 1000))[1:]] == ["\n"] * 3
     blob = "x" * 2500
-    assert list(map(len, tokenization.document_pieces(blob, 1000))) == [1000, 1000, 500]
+    assert list(map(len, document_pieces(blob, 1000))) == [1000, 1000, 500]
     # a run of spaces is one word: the cut goes before the run, then (the run being too long) at the bound
     spaces = "word" + " " * 1500 + "end"
-    assert list(map(len, tokenization.document_pieces(spaces, 1000))) == [4, 1000, 503]
+    assert list(map(len, document_pieces(spaces, 1000))) == [4, 1000, 503]
 
 
 def test_long_documents_get_the_tokens_of_whole_document_encoding(setup):
@@ -411,7 +412,7 @@ TRICKY = " \n\t\r\x0b\x1c\u3000\u00a0aé東🦊'sd1.-"
 @given(text=st.text(alphabet=TRICKY, max_size=400), max_chars=st.integers(4, 60))
 def test_pieces_give_whole_document_tokens_unless_a_cut_had_no_whitespace(setup, text, max_chars):
     tok = whole_tokenizer(str(setup / "tok" / "tokenizer.json"))
-    pieces = list(tokenization.document_pieces(text, max_chars))
+    pieces = list(document_pieces(text, max_chars))
     assert "".join(pieces) == text and all(0 < len(p) <= max_chars for p in pieces if text)
     soft = all(p[0] in " \n" and not q[-1].isspace() for q, p in zip(pieces, pieces[1:], strict=False))
     joined = [i for p in pieces for i in tok.encode(p, add_special_tokens=False).ids]
