@@ -31,7 +31,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "mixtures": "regmix.mixtures",
     "proxy": "regmix.train",
     "large": "regmix.train",
-    "collect_proxies": "regmix.collect",
+    "collect_proxies": "regmix.collect.proxies",
     "import_swarm": "regmix.regression.swarm_import",
     "regression": "regmix.regression",
     "choose": "regmix.choose",
@@ -39,7 +39,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "eval_tasks": "regmix.evaluate",
     "evaluate": "regmix.evaluate",
     "summary": "regmix.summary",
-    "collect": "regmix.collect",
+    "collect": "regmix.collect.database",
     "plots": "regmix.plots",
     "archive": "regmix.archive",
 }
