@@ -151,10 +151,9 @@ def _swarm_rows(read: _Reader, settings: dict, t: Rows) -> None:
 
 def _regression_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
     """Every fitted target's CV scores and the main fit's settings; returns its CV predictions."""
-    domains, target = settings["domains"], study_target(settings)
-    sets = settings.get("validation_sets", ())
-    main_label = parse_target(target, domains, validation_sets=sets).label
-    fits = [(target_slug(target), main_label, True, _REL.regression("cv.json"))]
+    domains, sets = settings["domains"], settings.get("validation_sets", ())
+    main_spec = settings["regression"]["target"]
+    fits = [(target_slug(main_spec), study_target(settings).label, True, _REL.regression("cv.json"))]
     for spec in settings["regression"].get("targets", []):
         slug = target_slug(spec)
         label = parse_target(spec, domains, validation_sets=sets).label
