@@ -86,7 +86,7 @@ def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
             found.add(module)
             # `from regmix import train` imports the module regmix.train
             found.update(f"{module}.{alias.name}" for alias in node.names)
-    result = set()
+    result: set[str] = set()
     for module in found:
         if module != PACKAGE and not module.startswith(PACKAGE + "."):
             continue

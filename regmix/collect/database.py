@@ -185,7 +185,9 @@ def _chosen_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
     """The chosen mixture; returns the top-k table (empty when choose did not write one)."""
     domains = settings["domains"]
     chosen = read.yaml(_REL.chosen)
-    epochs = chosen.get("epochs") if isinstance(chosen.get("epochs"), dict) else {}
+    epochs = chosen.get("epochs")
+    if not isinstance(epochs, dict):
+        epochs = {}
     t["chosen_mixture"] = [
         {"domain": d, "weight": w, "epochs": epochs.get(d), "predicted_target": chosen.get("predicted_target")}
         for d, w in rows.weights_of(chosen, domains, read.where(_REL.chosen)).items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,18 +30,20 @@ def _mix_index(mix_id: str, path: Path) -> int:
     return int(number)
 
 
-def collect_proxies(losses_paths: list[str | Path], out_mixtures: str | Path, out_losses: str | Path) -> pd.DataFrame:
+def collect_proxies(
+    losses_paths: Sequence[str | Path], out_mixtures: str | Path, out_losses: str | Path
+) -> pd.DataFrame:
     """Proxy losses.json files -> `index,<domain>...` weights and `index,<domain>...,<set>...,mean`
     losses: a column per domain, then one per validation-only set (a loss no mixture weighs),
     and `mean`, the mean over the domains alone."""
     if not losses_paths:
         raise ValueError("no proxy losses.json files given")
-    domains: list[str] | None = None
-    sets: list[str] | None = None
+    domains: list[str] = []  # those of the first file, which every other file must have
+    sets: list[str] = []
     weight_rows, loss_rows = [], []
-    for path in map(Path, losses_paths):
+    for number, path in enumerate(map(Path, losses_paths)):
         data = _read_losses(path)
-        if domains is None:
+        if number == 0:
             domains = list(data["weights"])
             sets = [name for name in data["val_loss"] if name not in domains]
         if set(data["weights"]) != set(domains):
