@@ -21,7 +21,7 @@ from regmix.collect.statistics import paired_comparisons, task_power, transfer_t
 from regmix.collect.tables import ROW_TABLES, VIEWS
 from regmix.layout import Layout, ParquetDir
 from regmix.settings import parse_settings
-from regmix.targets import parse_target, study_target, target_slug
+from regmix.targets import Target, parse_target, study_target, target_slug
 
 
 def _relative_to(path: str | Path, root: str | Path) -> Path:
@@ -149,11 +149,10 @@ def _swarm_rows(read: _Reader, settings: dict, t: Rows) -> None:
             ]
 
 
-def _regression_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
+def _regression_rows(read: _Reader, settings: dict, target: Target, t: Rows) -> pd.DataFrame:
     """Every fitted target's CV scores and the main fit's settings; returns its CV predictions."""
     domains, sets = settings["domains"], settings.get("validation_sets", ())
-    main_spec = settings["regression"]["target"]
-    fits = [(target_slug(main_spec), study_target(settings).label, True, _REL.regression("cv.json"))]
+    fits = [(target_slug(settings["regression"]["target"]), target.label, True, _REL.regression("cv.json"))]
     for spec in settings["regression"].get("targets", []):
         slug = target_slug(spec)
         label = parse_target(spec, domains, validation_sets=sets).label
@@ -201,10 +200,12 @@ def _chosen_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
     return topk
 
 
-def _candidate_rows(read: _Reader, settings: dict, scored: list[str], t: Rows) -> dict[str, dict[str, float]]:
+def _candidate_rows(
+    read: _Reader, settings: dict, scored: list[str], target: Target, t: Rows
+) -> dict[str, dict[str, float]]:
     """Each candidate's mixture, its large model's losses, run and logs, and its evaluation;
     returns the candidates' weights."""
-    domains, target = settings["domains"], study_target(settings)
+    domains = settings["domains"]
     candidate_weights = {}
     for cand in settings["candidates"]:
         where = _REL.candidate(cand)
@@ -240,15 +241,16 @@ def gather_tables(
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """Every table of the database, read from the run's files; and the files read."""
     read = _Reader(Path(results))
+    target = study_target(settings)
     # the loss tables hold a row per scored set: the domains, then the validation-only sets
     scored = [*settings["domains"], *settings.get("validation_sets", [])]
     t: Rows = {name: [] for name in ROW_TABLES}
     _data_rows(read, settings, t)
     _proxy_rows(read, settings, scored, t)
     _swarm_rows(read, settings, t)
-    cv_predictions = _regression_rows(read, settings, t)
+    cv_predictions = _regression_rows(read, settings, target, t)
     topk = _chosen_rows(read, settings, t)
-    candidate_weights = _candidate_rows(read, settings, scored, t)
+    candidate_weights = _candidate_rows(read, settings, scored, target, t)
 
     read.path(_REL.regression("model.pkl"))
     frame = pd.DataFrame([candidate_weights[c] for c in settings["candidates"]], columns=settings["domains"])
@@ -266,7 +268,7 @@ def gather_tables(
     tables["task_power"] = task_power(tables["eval_items"])
     tables["paired_comparisons"] = paired_comparisons(tables["eval_items"], "regmix", settings["seed"])
     tables["transfer"], tables["transfer_summary"] = transfer_tables(
-        tables["large_runs"], tables["candidate_predictions"], study_target(settings).label, settings["seed"]
+        tables["large_runs"], tables["candidate_predictions"], target.label, settings["seed"]
     )
     return tables, read.inputs
 
