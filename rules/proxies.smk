@@ -24,6 +24,9 @@ for _pack, _mixes in PACKS.items():
             ),
         log:
             L.log("train_proxies", _pack),
+        # the critical path: the fit, the choice and the regmix candidate wait for every
+        # proxy, while the baselines' training and evaluation can fill the cores meanwhile
+        priority: 10
         group:
             "proxies"
         container:
@@ -50,6 +53,7 @@ rule collect_proxy_results:
         losses=L.proxy_losses_csv,
     log:
         L.log("collect_proxy_results"),
+    priority: 10
     container:
         CONTAINER
     shell:

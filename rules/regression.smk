@@ -55,6 +55,7 @@ rule fit_regression:
         ],
     log:
         L.log("fit_regression"),
+    priority: 10
     container:
         CONTAINER
     params:
@@ -85,6 +86,7 @@ rule choose_mixture:
         plot=L.chosen_plot,
     log:
         L.log("choose_mixture"),
+    priority: 10
     container:
         CONTAINER
     params:
