@@ -20,6 +20,7 @@ import sys
 import tarfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 from regmix import files
 from regmix.layout import Layout
@@ -193,9 +194,17 @@ def _unsafe_members(members: list[tarfile.TarInfo]) -> tuple[str | None, list[st
     return root, problems
 
 
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """A vetted member's data, read in memory (nothing is written to disk)."""
+    handle = tar.extractfile(member)
+    if handle is None:  # members are vetted as plain files first
+        raise ValueError(f"{member.name}: not a plain file")
+    return handle
+
+
 def _sha256_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     digest = hashlib.sha256()
-    handle = tar.extractfile(member)  # read into memory in chunks; nothing is written to disk
+    handle = _member_file(tar, member)  # read in chunks
     while block := handle.read(1 << 20):
         digest.update(block)
     return digest.hexdigest()
@@ -241,7 +250,7 @@ def verify_archive(path: str | Path) -> int:
                     continue
                 name = member.name.removeprefix(f"{root}/")
                 if name == MANIFEST:
-                    manifest_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                    manifest_text = _member_file(tar, member).read().decode("utf-8", errors="replace")
                 else:
                     found[name] = _sha256_member(tar, member)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prior": ("regmix.tokenization:prior_main", "token shares of the train splits (the prior)"),
     "mixtures": ("regmix.mixtures:main", "synthesize proxy mixtures around the prior"),
     "train-proxies": ("regmix.train:proxies_main", "train a pack of proxy models (one per mixture)"),
-    "collect-proxies": ("regmix.collect:proxies_main", "gather proxy mixtures and losses into RegMix-format CSVs"),
+    "collect-proxies": ("regmix.collect.proxies:main", "gather proxy mixtures and losses into RegMix-format CSVs"),
     "import-swarm": (
         "regmix.regression.swarm_import:main",
         "check a public swarm (mixtures + metrics CSVs) and write it as a swarm of the study",
@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tasks": ("regmix.evaluate:make_tasks_main", "generate local lm-eval tasks from held-out data"),
     "evaluate": ("regmix.evaluate:main", "run lm-evaluation-harness on a checkpoint"),
     "summary": ("regmix.summary:main", "rank candidates on the target loss and every task"),
-    "collect": ("regmix.collect:main", "rebuild results/regmix.duckdb and Parquet exports from the files"),
+    "collect": ("regmix.collect.database:main", "rebuild results/regmix.duckdb and Parquet exports from the files"),
     "plots": ("regmix.plots:main", "draw the report's figures"),
     "archive": ("regmix.archive:main", "write one verifiable archive of a run"),
     "verify-archive": ("regmix.archive:verify_main", "recompute every checksum of an archive"),

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ def code_version() -> str:
         return regmix.__version__
 
 
-def provenance(settings: Any, inputs: list[str | os.PathLike] = ()) -> dict:
+def provenance(settings: Any, inputs: Sequence[str | os.PathLike] = ()) -> dict:
     """What produced an output: its settings, the code version, the inputs' fingerprints."""
     return {
         "code_version": code_version(),

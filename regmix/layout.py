@@ -100,6 +100,16 @@ class SwarmDir:
 
 
 @dataclass(frozen=True)
+class ParquetDir:
+    """`regmix collect`'s Parquet copies of the database: one file per table and view."""
+
+    root: str
+
+    def table(self, name: str) -> str:
+        return _join(self.root, f"{name}.parquet")
+
+
+@dataclass(frozen=True)
 class Layout:
     """Every output path of a run under `results_dir`."""
 
@@ -236,6 +246,10 @@ class Layout:
     @property
     def parquet_dir(self) -> str:
         return self._path("db")
+
+    @property
+    def parquet(self) -> ParquetDir:
+        return ParquetDir(self.parquet_dir)
 
     @property
     def summary_md(self) -> str:

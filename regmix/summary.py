@@ -8,6 +8,7 @@ every downstream task's primary metric averaged over shot counts.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +29,7 @@ def _query(db: Path, sql: str) -> pd.DataFrame:
 
 
 def summary_table(
-    db: str | Path, candidates: list[str], validation_sets: list[str] = ()
+    db: str | Path, candidates: list[str], validation_sets: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per candidate, best target loss first; and the task column names. Each
     validation-only set adds a column `validation:<set>`: the large model's loss on it."""
@@ -168,7 +169,7 @@ def render_markdown(
     settings: dict,
     db: Path,
     shots: list[int],
-    cv: dict[str, float],
+    cv: dict[str, dict[str, float]],
     record: dict,
 ) -> str:
     target, validation_sets = study_target(settings), list(settings.get("validation_sets", []))

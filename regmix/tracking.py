@@ -31,7 +31,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "mixtures": "regmix.mixtures",
     "proxy": "regmix.train",
     "large": "regmix.train",
-    "collect_proxies": "regmix.collect",
+    "collect_proxies": "regmix.collect.proxies",
     "import_swarm": "regmix.regression.swarm_import",
     "regression": "regmix.regression",
     "choose": "regmix.choose",
@@ -39,7 +39,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "eval_tasks": "regmix.evaluate",
     "evaluate": "regmix.evaluate",
     "summary": "regmix.summary",
-    "collect": "regmix.collect",
+    "collect": "regmix.collect.database",
     "plots": "regmix.plots",
     "archive": "regmix.archive",
 }
@@ -86,7 +86,7 @@ def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
             found.add(module)
             # `from regmix import train` imports the module regmix.train
             found.update(f"{module}.{alias.name}" for alias in node.names)
-    result = set()
+    result: set[str] = set()
     for module in found:
         if module != PACKAGE and not module.startswith(PACKAGE + "."):
             continue

@@ -6,14 +6,17 @@ import duckdb
 import pandas as pd
 import pytest
 
-from regmix import collect
 from regmix.cli import main as cli_main
+from regmix.collect.database import build_database
+from regmix.collect.proxies import collect_proxies
+from regmix.collect.rows import eval_rows
+from regmix.collect.statistics import paired_comparisons, spearman_ci, task_power
 from tests import synthetic_run as run
 
 
 def _build(tmp_path, **kwargs):
     results = run.write_run(tmp_path / "results", **kwargs)
-    counts = collect.build_database(
+    counts = build_database(
         run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
     )
     return results, counts
@@ -54,7 +57,7 @@ def test_collect_proxies_names_a_file_with_a_missing_domain(tmp_path):
     bad.write_text(json.dumps(data))
     paths = [str(results / f"proxies/{m}/losses.json") for m in run.MIX_IDS]
     with pytest.raises(ValueError, match="mix_0002"):
-        collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
+        collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
     assert not (tmp_path / "m.csv").exists()
 
 
@@ -139,7 +142,7 @@ def test_missing_required_file_is_named_and_keeps_the_old_database(tmp_path):
     before = (results / "regmix.duckdb").read_bytes()
     (results / "eval/prior.json").unlink()
     with pytest.raises(FileNotFoundError, match="eval/prior.json"):
-        collect.build_database(
+        build_database(
             run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
         )
     assert (results / "regmix.duckdb").read_bytes() == before
@@ -150,7 +153,7 @@ def test_a_mixture_with_an_unknown_domain_is_named(tmp_path):
     results = run.write_run(tmp_path / "results")
     (results / "candidates/heavy_c.yaml").write_text("name: heavy_c\nweights: {a: 0.5, z: 0.5}\n")
     with pytest.raises(ValueError, match=r"heavy_c.yaml.*\['z'\]"):
-        collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+        build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
 
 
 def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
@@ -158,7 +161,7 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
     regression = pytest.importorskip("regmix.regression")
     results = run.write_run(tmp_path / "results")
     paths = [results / f"proxies/{m}/losses.json" for m in run.MIX_IDS]
-    collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
+    collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
     weights, losses = (
         pd.read_csv(tmp_path / "m.csv", index_col="index"),
         pd.read_csv(tmp_path / "l.csv", index_col="index"),
@@ -166,7 +169,7 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
     model = regression.fit_model(weights, losses, run.TARGET, "linear", folds=3, seed=0)
     (results / "regression/model.pkl").unlink()
     regression.save_model(model, results / "regression")
-    collect.build_database(run.settings(), results, results / "regmix.duckdb")
+    build_database(run.settings(), results, results / "regmix.duckdb")
     con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
     predicted = dict(con.execute("SELECT candidate, predicted_target FROM candidate_predictions").fetchall())
     # synthetic proxy losses are exactly 3.7 - 0.9 * weight on each domain: a linear fit recovers it
@@ -202,7 +205,7 @@ def test_eval_rows_of_registry_tasks_pick_one_primary_metric():
             }
         }
     }
-    rows = pd.DataFrame(collect.eval_rows("regmix", result, "eval/regmix.json"))
+    rows = pd.DataFrame(eval_rows("regmix", result, "eval/regmix.json"))
     assert len(rows) == 4 and set(rows["shots"]) == {5}
     primary = rows[rows.is_primary]
     assert sorted(zip(primary.task, primary.metric, primary["filter"], strict=False)) == [
@@ -216,14 +219,12 @@ def test_eval_rows_of_registry_tasks_pick_one_primary_metric():
 
 def test_eval_file_without_results_is_named():
     with pytest.raises(ValueError, match="eval/x.json"):
-        collect.eval_rows("x", {"runs": {"0": {"results": {}}}}, "eval/x.json")
+        eval_rows("x", {"runs": {"0": {"results": {}}}}, "eval/x.json")
 
 
 def test_paired_comparisons_task_power_and_transfer_statistics():
     import numpy as np
     import pandas as pd
-
-    from regmix import collect
 
     rng = np.random.default_rng(0)
     n = 300
@@ -246,7 +247,7 @@ def test_paired_comparisons_task_power_and_transfer_statistics():
             for i, s in enumerate(scores)
         ]
     items = pd.DataFrame(rows)
-    paired = collect.paired_comparisons(items, "regmix", seed=0).set_index("other")
+    paired = paired_comparisons(items, "regmix", seed=0).set_index("other")
     assert paired.loc["bad", "verdict"] == "better" and paired.loc["bad", "ci_low"] > 0
     assert (
         paired.loc["close", "verdict"] == "n.s."
@@ -261,9 +262,9 @@ def test_paired_comparisons_task_power_and_transfer_statistics():
     )
     # lower-is-better metrics are oriented so that positive still means regmix is better
     flipped = items.assign(score=-items["score"], higher_is_better=False)
-    again = collect.paired_comparisons(flipped, "regmix", seed=0).set_index("other")
+    again = paired_comparisons(flipped, "regmix", seed=0).set_index("other")
     assert again.loc["bad", "verdict"] == "better"
-    power = collect.task_power(items).iloc[0]
+    power = task_power(items).iloc[0]
     assert (
         power["items"] == n
         and power["best"] in ("regmix", "close")
@@ -271,8 +272,8 @@ def test_paired_comparisons_task_power_and_transfer_statistics():
         and bool(power["can_tell_apart"])
     )
     same = items[items.candidate != "bad"].assign(score=lambda f: f["doc_id"] % 2 * 1.0)
-    assert not bool(collect.task_power(same).iloc[0]["can_tell_apart"])
+    assert not bool(task_power(same).iloc[0]["can_tell_apart"])
 
-    rho, low, high, used = collect.spearman_ci([1, 2, 3, 4, 5, 6], [1.1, 2.5, 2.4, 4.0, 5.2, 6.1], seed=0)
+    rho, low, high, used = spearman_ci([1, 2, 3, 4, 5, 6], [1.1, 2.5, 2.4, 4.0, 5.2, 6.1], seed=0)
     assert abs(rho - (1 - 6 * 2 / (6 * 35))) < 1e-9 and low <= rho <= high <= 1 and used > 900
-    assert np.isnan(collect.spearman_ci([1, 1, 1], [1, 2, 3])[0])
+    assert np.isnan(spearman_ci([1, 1, 1], [1, 2, 3])[0])

@@ -1,9 +1,11 @@
-"""The workflow is lint-clean as the Snakemake workflow catalog expects."""
+"""The workflow is lint-clean as the Snakemake workflow catalog expects, and the typed part
+of regmix type-checks."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 
@@ -44,4 +46,16 @@ def test_ruff_passes(command):
         text=True,
         timeout=120,
     )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
+def test_mypy_passes_on_the_typed_modules():
+    # the list of checked modules is pyproject.toml's [tool.mypy] files, and only there: run
+    # without paths so mypy reads it, and check that it names modules that exist
+    if shutil.which("mypy") is None:
+        pytest.skip("mypy is not installed (a test dependency in pyproject.toml)")
+    checked = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    missing = [path for path in checked if not (REPO_DIR / path).exists()]
+    assert checked and not missing, f"[tool.mypy] files names what does not exist: {missing}"
+    proc = subprocess.run(["mypy"], cwd=REPO_DIR, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -6,8 +6,9 @@ import duckdb
 import pytest
 from PIL import Image
 
-from regmix import collect, plots
+from regmix import plots
 from regmix.cli import main as cli_main
+from regmix.collect.database import build_database
 from regmix.config import REPO_DIR
 from tests import synthetic_run as run
 
@@ -15,7 +16,7 @@ from tests import synthetic_run as run
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     results = run.write_run(tmp_path_factory.mktemp("plots") / "results")
-    collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return results / "regmix.duckdb"
 
 

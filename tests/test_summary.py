@@ -5,15 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from regmix import collect
 from regmix.cli import main as cli_main
+from regmix.collect.database import build_database
 from tests import synthetic_run as run
 
 
 @pytest.fixture
 def database(tmp_path):
     results = run.write_run(tmp_path / "results")
-    collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return results / "regmix.duckdb"
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regmix import collect, paper
+from regmix import paper
 from regmix.cli import main as regmix_main
+from regmix.collect.database import build_database
 from regmix.config import ConfigError, validate_config
 from regmix.layout import Layout, SwarmDir
 from regmix.regression import load_model
@@ -334,7 +335,7 @@ def test_database_loads_imported_swarms_with_their_source_and_every_target(tmp_p
         "extra_swarms": [{"name": "old", "mixtures": "m.csv", "losses": "l.csv"}],
     }
     db = results / "regmix.duckdb"
-    collect.build_database(settings, results, db, regressor_loader=run.load_regressor)
+    build_database(settings, results, db, regressor_loader=run.load_regressor)
     con = duckdb.connect(str(db), read_only=True)
     weights = con.execute("SELECT source, mix_id, domain, weight FROM imported_mixtures ORDER BY mix_id, domain").df()
     assert set(weights["source"]) == {"old"} and len(weights) == 4 * 3

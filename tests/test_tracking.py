@@ -136,3 +136,16 @@ def test_each_stage_tracks_its_own_module_and_the_shared_ones():
     # a change to the trainer reruns no tokenization, a change to evaluation no training
     assert str(PACKAGE_DIR / "train.py") not in tracking.code_files("tokenize")
     assert str(PACKAGE_DIR / "evaluate.py") not in tracking.code_files("proxy")
+
+
+def test_the_two_collect_commands_do_not_track_each_other():
+    """The proxies' CSV collector and the database builder share only the collect package's
+    empty __init__.py, so a change to the builder (or its statistics) leaves the CSVs alone."""
+    proxies = set(tracking.code_files("collect_proxies"))
+    database = set(tracking.code_files("collect"))
+    collect_dir = PACKAGE_DIR / "collect"
+    assert str(collect_dir / "proxies.py") in proxies and str(collect_dir / "proxies.py") not in database
+    for name in ("database.py", "rows.py", "statistics.py", "tables.py"):
+        assert str(collect_dir / name) in database and str(collect_dir / name) not in proxies, name
+    init = ast.parse((collect_dir / "__init__.py").read_text())
+    assert not [n for n in ast.walk(init) if isinstance(n, (ast.Import, ast.ImportFrom))], "collect/__init__.py"

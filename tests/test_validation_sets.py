@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regmix import collect, corpus, sources, summary, tokenization, tokenizer
+from regmix import corpus, sources, summary, tokenization, tokenizer
+from regmix.collect.database import build_database
+from regmix.collect.proxies import collect_proxies
 from regmix.config import ConfigError, stage_settings, validate_config, validation_set_settings
 from regmix.regression.data import load_swarm_from_duckdb, read_swarm_csvs, target_values
 from regmix.targets import parse_target, study_target
@@ -207,7 +209,7 @@ SETS = (run.HELD_OUT,)
 def test_losses_csv_has_a_set_column_outside_the_mean(tmp_path):
     results = run.write_run(tmp_path / "results", validation_sets=SETS)
     paths = [str(results / f"proxies/{m}/losses.json") for m in run.MIX_IDS]
-    losses = collect.collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
+    losses = collect_proxies(paths, tmp_path / "m.csv", tmp_path / "l.csv")
     assert list(pd.read_csv(tmp_path / "l.csv").columns) == ["index", *run.DOMAINS, run.HELD_OUT, "mean"]
     assert list(pd.read_csv(tmp_path / "m.csv").columns) == ["index", *run.DOMAINS]  # no mixture weighs it
     np.testing.assert_allclose(losses["mean"], losses[run.DOMAINS].mean(axis=1))
@@ -219,7 +221,7 @@ def test_losses_csv_has_a_set_column_outside_the_mean(tmp_path):
 def database(tmp_path):
     results = run.write_run(tmp_path / "results", validation_sets=SETS)
     settings = run.settings(validation_sets=SETS, target=run.HELD_OUT)
-    collect.build_database(settings, results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(settings, results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return settings, results / "regmix.duckdb"
 
 
@@ -254,7 +256,7 @@ def test_the_summary_names_the_set_target_and_lists_every_sets_loss(database, tm
 
 def test_the_summary_refuses_a_database_without_the_sets_losses(tmp_path):
     results = run.write_run(tmp_path / "results")
-    collect.build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     with pytest.raises(ValueError, match="validation set 'held'"):
         summary.summary_table(results / "regmix.duckdb", run.CANDIDATES, ["held"])
 

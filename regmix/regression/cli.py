@@ -81,7 +81,7 @@ def fit_main(argv: list[str]) -> int:
     where = "losses" if not args.swarm else f"losses of the study and swarm(s) {sorted(set(sources) - {STUDY})}"
     # one fit per distinct objective ("docs" and {docs: 1} are one), written to each of its folders;
     # the main target's group last, its own folder last: its model.pkl marks a complete job
-    groups: dict[tuple, tuple[object, list[Path]]] = {}
+    groups: dict[tuple, tuple[str | dict, list[Path]]] = {}
     main_key = parse_target(target, list(losses.columns)).weights
     groups[main_key] = (target, [])
     for spec in settings.get("targets", []):

@@ -37,7 +37,7 @@ class FittedModel:
         self.target = target
         self.n_rows = n_rows
         self.format = MODEL_FORMAT
-        self.swarm = None  # training mixture weights (domains order): the support of the fit
+        self.swarm: np.ndarray | None = None  # training mixture weights (domains order): the support of the fit
 
     def predict_std_weights(self, weights: np.ndarray) -> np.ndarray:
         """1-sigma predictive std of the target at rows of weights (see regressors.py)."""
@@ -49,6 +49,8 @@ class FittedModel:
         number, and a (rows x domains) sign: +1 above / -1 below the swarm's range, 0 inside."""
         weights = np.asarray(weights, dtype=float)
         T = self.swarm
+        if T is None:
+            raise ValueError("the model has no training swarm (fit_model records it): its support is unknown")
         sq = (weights**2).sum(axis=1)[:, None] + (T**2).sum(axis=1)[None, :] - 2.0 * weights @ T.T
         nearest = np.argmin(sq, axis=1)
         distance = np.sqrt(np.maximum(sq[np.arange(len(weights)), nearest], 0.0))

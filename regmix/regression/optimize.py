@@ -14,6 +14,8 @@ outside), and the caller compares it with the top-k average and keeps the better
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from regmix.regression.regressors import has_gradient
@@ -98,7 +100,7 @@ def minimise(
             grad = grad + kl_weight * (np.log(np.maximum(w, KL_FLOOR) / p) + 1.0)
         return grad
 
-    best = None
+    best: dict[str, Any] | None = None
     for name, start in starts.items():
         x0 = project_to_box_simplex(start, lower, upper)
         iterations, message = 0, "start kept (the regressor has no gradient)"
@@ -128,6 +130,8 @@ def minimise(
                 "smooth": smooth,
                 "message": message,
             }
+    if best is None:
+        raise ValueError("no start mixtures to optimise from")
     if not is_feasible(best["weights"], lower, upper):  # projection guarantees this; checked, not assumed
         raise AssertionError(f"optimised mixture is infeasible: {best['weights']}")
     return best

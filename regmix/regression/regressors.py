@@ -27,6 +27,7 @@ optimiser; `lightgbm` is piecewise constant and has none.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -61,6 +62,11 @@ class FoldSpread:
     """
 
     members: list
+    hyperparameters: dict[str, Any]
+
+    def _refit(self, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
+        """A plain fit of one fold with the full fit's hyper-parameters (each regressor has its own)."""
+        raise NotImplementedError
 
     def _fit_spread(self, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> None:
         folds = min(folds, len(y))
@@ -150,7 +156,7 @@ class LightGBMMixtureRegressor(FoldSpread):
         import lightgbm as lgb
 
         folds = min(folds, len(y))
-        best = None
+        best: tuple[float, dict, int] | None = None
         for point in self._grid(len(y)):
             params = self._params(point, seed)
             result = lgb.cv(
@@ -161,10 +167,11 @@ class LightGBMMixtureRegressor(FoldSpread):
                 metrics="l2",
                 callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],
             )
-            scores = result["valid l2-mean"]
+            scores = cast("list[float]", result["valid l2-mean"])
             rounds = int(np.argmin(scores)) + 1
             if best is None or scores[rounds - 1] < best[0]:
                 best = (scores[rounds - 1], point, rounds)
+        assert best is not None, "the grid has at least one point"
         _, self.grid_point, self.rounds = best
         self.seed = seed
         self.hyperparameters = {**self.grid_point, "learning_rate": self.learning_rate, "num_boost_round": self.rounds}
@@ -188,7 +195,7 @@ class LightGBMMixtureRegressor(FoldSpread):
         return member._train(X, y)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(X, num_threads=PREDICT_THREADS)
+        return np.asarray(self.booster.predict(X, num_threads=PREDICT_THREADS))
 
 
 class GPMixtureRegressor:
@@ -242,7 +249,7 @@ class GPMixtureRegressor:
         y_std_units = (y - y_mean) / y_std
         d = X.shape[1]
         bounds = [self.log_scale_bounds] * d + [self.log_amplitude_bounds, self.log_noise_bounds]
-        best = None
+        best: tuple[float, float, np.ndarray] | None = None
         for eps in self.eps_grid:
             Z = np.log(X + eps)
             # start: every length scale at the spread of its feature, unit amplitude, 1% noise
@@ -260,6 +267,7 @@ class GPMixtureRegressor:
                 )
             if best is None or result.fun < best[0]:
                 best = (result.fun, eps, result.x)
+        assert best is not None, "eps_grid has at least one value"
         negative_lml, eps, theta = best
         self.eps = eps
         self.length_scales = np.exp(theta[:d])
@@ -357,6 +365,7 @@ class LogLinearMixtureRegressor(FoldSpread):
             )
             if best is None or result.cost < best.cost:
                 best = result
+        assert best is not None, "at least one start"
         self.c, self.t = float(best.x[0]), best.x[1:].copy()
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from regmix.config import MIN_FIT_ROWS
@@ -41,14 +43,14 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, bootstrap: int = 1000, seed: i
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     point = metrics(y_true, y_pred)
     rng = np.random.default_rng(seed)
-    draws = []
+    resampled = []
     for _ in range(bootstrap):
         rows = rng.integers(0, len(y_true), len(y_true))
         if np.ptp(y_true[rows]) == 0 or np.ptp(y_pred[rows]) == 0:
             continue
-        draws.append(metrics(y_true[rows], y_pred[rows]))
-    draws = np.array(draws)
-    out = {"n": int(len(y_true)), "bootstrap": int(len(draws))}
+        resampled.append(metrics(y_true[rows], y_pred[rows]))
+    draws = np.array(resampled)
+    out: dict[str, Any] = {"n": int(len(y_true)), "bootstrap": int(len(draws))}
     for i, name in enumerate(("spearman", "pearson", "rmse")):
         low, high = np.percentile(draws[:, i], [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
         out[name] = {"value": float(point[i]), "ci_low": float(low), "ci_high": float(high)}

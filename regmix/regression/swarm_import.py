@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def read_import(
     return ImportedSwarm(name, mixtures, losses, record)
 
 
-def write_import(swarm: ImportedSwarm, out: SwarmDir, settings: dict, inputs: list[str | Path]) -> None:
+def write_import(swarm: ImportedSwarm, out: SwarmDir, settings: dict, inputs: Sequence[str | Path]) -> None:
     with files.atomic_path(out.mixtures) as tmp:
         swarm.mixtures.to_csv(tmp)
     with files.atomic_path(out.losses) as tmp:
