@@ -183,6 +183,16 @@ def _check_split(split: str) -> None:
 # --------------------------------------------------------------------------- config
 
 
+def _check_kind_keys(spec: dict, key: str, allowed: set[str]) -> None:
+    """Refuse keys of `spec` (a source or a validation set) that its kind does not read."""
+    foreign = sorted(set(spec) - {"kind"} - allowed)
+    if foreign:
+        raise ConfigError(
+            f"config key '{key}': key(s) {foreign} do not apply to kind {spec['kind']!r} "
+            f"(its keys: {sorted(allowed) or 'none'})"
+        )
+
+
 def check_source_config(config: dict) -> None:
     """Validate `data.source` against `domains`; raise ConfigError naming the key.
 
@@ -191,12 +201,7 @@ def check_source_config(config: dict) -> None:
     """
     source, domains = config["data"]["source"], list(config["domains"])
     kind = source["kind"]
-    foreign = sorted(set(source) - {"kind"} - KIND_KEYS[kind])
-    if foreign:
-        raise ConfigError(
-            f"config key 'data.source': key(s) {foreign} do not apply to kind {kind!r} "
-            f"(its keys: {sorted(KIND_KEYS[kind]) or 'none'})"
-        )
+    _check_kind_keys(source, "data.source", KIND_KEYS[kind])
     if kind == "demo":
         unknown = sorted(set(domains) - set(DEMO_DOMAINS))
         if unknown:
@@ -229,12 +234,7 @@ def check_validation_sets(config: dict) -> None:
     domains = list(config["domains"])
     for name, spec in config["validation_sets"].items():
         key, kind = f"validation_sets.{name}", spec["kind"]
-        foreign = sorted(set(spec) - {"kind"} - VALIDATION_KIND_KEYS[kind])
-        if foreign:
-            raise ConfigError(
-                f"config key '{key}': key(s) {foreign} do not apply to kind {kind!r} "
-                f"(its keys: {sorted(VALIDATION_KIND_KEYS[kind])})"
-            )
+        _check_kind_keys(spec, key, VALIDATION_KIND_KEYS[kind])
         if kind == "demo":
             if spec["domain"] not in DEMO_DOMAINS:
                 raise ConfigError(
