@@ -143,19 +143,7 @@ def test_cli_takes_settings_only(tmp_path, linear_model, capsys):
 def test_cli_refuses_an_unknown_settings_key(tmp_path, linear_model, capsys):
     save_model(linear_model, tmp_path / "model")
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
-    rc = regmix_main(
-        [
-            "choose",
-            "--settings",
-            _settings({"samples": 100, "top_k": 5, "trust_radius": 0.5}),
-            "--model",
-            str(tmp_path / "model"),
-            "--prior",
-            str(tmp_path / "prior.yaml"),
-            "--out",
-            str(tmp_path / "c.yaml"),
-        ]
-    )
+    rc = _choose_without_counts(tmp_path, _settings({"samples": 100, "top_k": 5, "trust_radius": 0.5}))
     assert rc != 0 and "trust_radius" in capsys.readouterr().err
     assert not (tmp_path / "c.yaml").exists()
 
@@ -163,19 +151,7 @@ def test_cli_refuses_an_unknown_settings_key(tmp_path, linear_model, capsys):
 def test_cli_prior_must_name_the_model_domains(tmp_path, linear_model, capsys):
     save_model(linear_model, tmp_path / "model")
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump({"code": 0.5, "docs": 0.5, "legal": 0.0}))
-    rc = regmix_main(
-        [
-            "choose",
-            "--settings",
-            _settings({"samples": 100, "top_k": 5}),
-            "--model",
-            str(tmp_path / "model"),
-            "--prior",
-            str(tmp_path / "prior.yaml"),
-            "--out",
-            str(tmp_path / "c.yaml"),
-        ]
-    )
+    rc = _choose_without_counts(tmp_path, _settings({"samples": 100, "top_k": 5}))
     assert rc != 0 and "'math'" in capsys.readouterr().err
     assert not (tmp_path / "c.yaml").exists()
 
@@ -211,11 +187,19 @@ def test_cli_without_token_counts_caps_by_the_prior(tmp_path, linear_model):
     # the paper's rule: max_epochs x prior share (docs 0.3 x 2 = 0.6)
     save_model(linear_model, tmp_path / "model")
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
-    rc = regmix_main(
+    rc = _choose_without_counts(tmp_path, _settings({"samples": 2000, "top_k": 20}, max_epochs=2))
+    assert rc == 0
+    chosen = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert 0.5 < chosen["weights"]["docs"] <= 0.6 + 1e-9 and chosen["epochs"] is None
+
+
+def _choose_without_counts(tmp_path, settings_json):
+    """`regmix choose` on tmp_path's model/ and prior.yaml, writing c.yaml (no token counts)."""
+    return regmix_main(
         [
             "choose",
             "--settings",
-            _settings({"samples": 2000, "top_k": 20}, max_epochs=2),
+            settings_json,
             "--model",
             str(tmp_path / "model"),
             "--prior",
@@ -224,9 +208,6 @@ def test_cli_without_token_counts_caps_by_the_prior(tmp_path, linear_model):
             str(tmp_path / "c.yaml"),
         ]
     )
-    assert rc == 0
-    chosen = yaml.safe_load((tmp_path / "c.yaml").read_text())
-    assert 0.5 < chosen["weights"]["docs"] <= 0.6 + 1e-9 and chosen["epochs"] is None
 
 
 def _choose_cli(tmp_path, model, choose_section, out, *extra):
