@@ -9,17 +9,23 @@ import sys
 import numpy as np
 
 from regmix import files
-from regmix.config import check_weights, parse_settings
+from regmix.config import check_weights
 from regmix.mixtures import read_prior, read_token_counts, stage_rng, synthesize
+from regmix.settings import ConfigError, parse_settings
+from regmix.settings.choice import CandidateSettings
 
 RANDOM_NAME = re.compile(r"^random_(\d{3})$")
 
 
 def candidate_weights(
-    name: str, settings: dict, prior: dict[str, float], chosen_path: str | None, token_counts: dict[str, int] | None
+    name: str,
+    settings: CandidateSettings,
+    prior: dict[str, float],
+    chosen_path: str | None,
+    token_counts: dict[str, int] | None,
 ) -> tuple[dict[str, float], str]:
     """(weights in domain order, a short description of where they come from)."""
-    domains = settings["domains"]
+    domains = list(settings.domains)
     if name == "regmix":
         if not chosen_path:
             raise ValueError("candidate 'regmix' needs --chosen (the file written by `regmix choose`)")
@@ -33,19 +39,22 @@ def candidate_weights(
         return {d: prior[d] for d in domains}, "token shares of the train splits"
     if name == "uniform":
         return {d: 1.0 / len(domains) for d in domains}, "equal weight per domain"
-    if name in settings.get("named", {}):
-        return check_weights(
-            settings["named"][name], domains, f"large.named.{name}"
-        ), "named in the config (large.named)"
+    if name in settings.named:
+        return check_weights(settings.named[name], domains, f"large.named.{name}"), "named in the config (large.named)"
     match = RANDOM_NAME.match(name)
     if match:
-        row = synthesize(settings, prior, token_counts, count=1, rng=stage_rng(settings["seed"], "candidate", name))[0]
+        if settings.synthesis is None:
+            raise ConfigError(
+                f"candidate {name!r}: settings key 'mixtures' missing (expected regmix.config.candidate_settings)"
+            )
+        rng = stage_rng(settings.seed, "candidate", name)
+        row = synthesize(settings.synthesis, prior, token_counts, count=1, rng=rng)[0]
         return {
             d: float(w) for d, w in zip(domains, row, strict=False)
         }, f"draw {int(match.group(1))} of the proxy-mixture synthesis distribution"
     raise ValueError(
         f"unknown candidate {name!r}: expected regmix, prior, uniform, random_NNN or one of large.named "
-        f"({sorted(settings.get('named', {}))})"
+        f"({sorted(settings.named)})"
     )
 
 
@@ -58,8 +67,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token-counts", help="token_counts.json (epoch cap of random_NNN draws)")
     parser.add_argument("--out", required=True, help="output YAML {name, weights, source}")
     args = parser.parse_args(argv)
-    settings = parse_settings(args.settings)
-    domains = settings["domains"]
+    settings = CandidateSettings.from_json(parse_settings(args.settings))
+    domains = list(settings.domains)
     prior = read_prior(args.prior, domains)
     counts = read_token_counts(args.token_counts, domains) if args.token_counts else None
     weights, source = candidate_weights(args.name, settings, prior, args.chosen, counts)

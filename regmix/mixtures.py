@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
+from regmix.settings.choice import MixturesSettings
 
 # rounds of pool drawing before giving up on a too-tight epoch cap
 MAX_POOL_ROUNDS = 50
@@ -139,48 +140,45 @@ def drop_near_duplicates(rows: np.ndarray, tolerance: float) -> np.ndarray:
     return kept[:n_kept]
 
 
-def synthesis_distribution(settings: dict, prior: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(tempered prior in domain order, concentration multipliers)."""
-    mix = settings["mixtures"]
-    if mix["concentration_min"] > mix["concentration_max"]:
-        raise ValueError(
-            f"mixtures.concentration_min = {mix['concentration_min']} > concentration_max = {mix['concentration_max']}"
-        )
-    base = np.array([prior[d] for d in settings["domains"]]) ** mix["temperature"]
+def synthesis_distribution(settings: MixturesSettings, prior: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(tempered prior in domain order, concentration multipliers); the config validator
+    checks that concentration_min <= concentration_max."""
+    mix = settings.mixtures
+    base = np.array([prior[d] for d in settings.domains]) ** mix.temperature
     tempered = base / base.sum()
     concentrations = np.logspace(
-        np.log10(mix["concentration_min"]), np.log10(mix["concentration_max"]), mix["concentration_steps"]
+        np.log10(mix.concentration_min), np.log10(mix.concentration_max), mix.concentration_steps
     )
     return tempered, concentrations
 
 
 def synthesize(
-    settings: dict,
+    settings: MixturesSettings,
     prior: dict[str, float],
     token_counts: dict[str, int] | None,
     count: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """`count` distinct feasible mixtures (rows in settings['domains'] order)."""
-    domains, mix = settings["domains"], settings["mixtures"]
-    count = mix["count"] if count is None else count
-    rng = stage_rng(settings["seed"], "mixtures") if rng is None else rng
+    """`count` (default: mixtures.count) distinct feasible mixtures (rows in settings.domains order)."""
+    domains, mix = list(settings.domains), settings.mixtures
+    count = mix.count if count is None else count
+    rng = stage_rng(settings.seed, "mixtures") if rng is None else rng
     tempered, concentrations = synthesis_distribution(settings, prior)
-    caps = weight_caps(domains, prior, mix["max_epochs"], token_counts, settings.get("large_train_tokens"))
-    pool_size = count * mix["pool_factor"]
+    caps = weight_caps(domains, prior, mix.max_epochs, token_counts, settings.large_train_tokens)
+    pool_size = count * mix.pool_factor
     pool = np.empty((0, len(domains)))
     rejections = np.zeros(len(domains), dtype=int)
     for _ in range(MAX_POOL_ROUNDS):
-        rows, rejected = draw_candidates(rng, tempered, concentrations, pool_size, mix["min_weight"], caps)
+        rows, rejected = draw_candidates(rng, tempered, concentrations, pool_size, mix.min_weight, caps)
         rejections += rejected
-        pool = drop_near_duplicates(np.vstack([pool, rows]), mix["dedup_tolerance"])
+        pool = drop_near_duplicates(np.vstack([pool, rows]), mix.dedup_tolerance)
         if len(pool) >= pool_size:
             break
     if len(pool) < count:
         worst = domains[int(np.argmax(rejections))]
         raise ValueError(
             f"only {len(pool)} feasible distinct mixtures after {MAX_POOL_ROUNDS} rounds, need {count}: "
-            f"the epoch cap (max_epochs = {mix['max_epochs']}) is too tight, most often for domain {worst!r} "
+            f"the epoch cap (max_epochs = {mix.max_epochs}) is too tight, most often for domain {worst!r} "
             f"(cap {caps[int(np.argmax(rejections))]:.4g} of the mixture)"
         )
     chosen = rng.choice(len(pool), size=count, replace=False)
@@ -194,8 +192,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token-counts", help="token_counts.json; without it the cap is min(max_epochs x prior, 1)")
     parser.add_argument("--out", required=True, help="output directory (mix_XXXX.yaml + mixtures.csv)")
     args = parser.parse_args(argv)
-    settings = parse_settings(args.settings)
-    domains = settings["domains"]
+    settings = MixturesSettings.from_json(parse_settings(args.settings))
+    domains = list(settings.domains)
     prior = read_prior(args.prior, domains)
     counts = read_token_counts(args.token_counts, domains) if args.token_counts else None
     rows = synthesize(settings, prior, counts)

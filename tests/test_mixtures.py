@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -8,12 +9,14 @@ import yaml
 from regmix.cli import main as regmix_main
 from regmix.config import stage_settings, validate_config
 from regmix.mixtures import drop_near_duplicates, synthesize
+from regmix.settings import ConfigError
+from regmix.settings.choice import MixturesSettings
 
 DOMAINS = ["a", "b", "c", "d"]
 PRIOR = {"a": 0.5, "b": 0.3, "c": 0.15, "d": 0.05}
 
 
-def settings(**mixtures):
+def settings_json(**mixtures):
     base = {
         "count": 40,
         "temperature": 0.5,
@@ -26,6 +29,10 @@ def settings(**mixtures):
         "dedup_tolerance": 0.001,
     }
     return {"seed": 3, "domains": DOMAINS, "mixtures": {**base, **mixtures}, "large_train_tokens": 1000}
+
+
+def settings(**mixtures):
+    return MixturesSettings.from_json(settings_json(**mixtures))
 
 
 def test_rows_are_distinct_feasible_mixtures_above_min_weight():
@@ -60,8 +67,7 @@ def test_tempered_prior_is_the_mean_at_high_concentration():
 
 def test_seeded():
     np.testing.assert_array_equal(synthesize(settings(), PRIOR, None), synthesize(settings(), PRIOR, None))
-    other = settings()
-    other["seed"] = 4
+    other = dataclasses.replace(settings(), seed=4)
     assert not np.array_equal(synthesize(other, PRIOR, None), synthesize(settings(), PRIOR, None))
 
 
@@ -107,10 +113,39 @@ def test_cli_writes_yaml_per_mixture_and_csv(tmp_path):
 
 
 def test_cli_prior_missing_domain_fails(tmp_path, capsys):
-    s = settings()
+    s = settings_json()
     (tmp_path / "prior.yaml").write_text(yaml.safe_dump({"a": 0.5, "b": 0.5, "c": 0.0}))
     rc = regmix_main(
         ["mixtures", "--settings", json.dumps(s), "--prior", str(tmp_path / "prior.yaml"), "--out", str(tmp_path / "m")]
     )
     assert rc != 0 and "'d'" in capsys.readouterr().err
     assert not (tmp_path / "m" / "mixtures.csv").exists()
+
+
+@pytest.mark.parametrize("key", ["seed", "domains", "mixtures", "large_train_tokens"])
+def test_missing_settings_key_is_named(key):
+    values = settings_json()
+    del values[key]
+    with pytest.raises(ConfigError, match=f"missing key '{key}'"):
+        MixturesSettings.from_json(values)
+
+
+def test_missing_mixtures_key_is_named():
+    values = settings_json()
+    del values["mixtures"]["pool_factor"]
+    with pytest.raises(ConfigError, match="'mixtures': missing \\['pool_factor'\\]"):
+        MixturesSettings.from_json(values)
+
+
+def test_settings_are_frozen():
+    s = settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 4  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.mixtures.count = 3  # type: ignore[misc]
+
+
+def test_stage_settings_build_the_typed_settings():
+    config = validate_config({"mixtures": {"count": 12}})
+    s = MixturesSettings.from_json(stage_settings(config, "mixtures"))
+    assert s.mixtures.count == 12 and s.domains == tuple(config["domains"]) and s.large_train_tokens > 0
