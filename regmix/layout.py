@@ -100,6 +100,21 @@ class SwarmDir:
 
 
 @dataclass(frozen=True)
+class RegressionDir:
+    """`regmix fit`'s folder: one model's files, and a folder like it per extra target."""
+
+    root: str
+
+    def file(self, name: str) -> str:
+        """model.pkl, cv.json, cv_predictions.csv, settings.json or pred_vs_true.png."""
+        return _join(self.root, name)
+
+    def target(self, slug: str) -> RegressionDir:
+        """The folder of one more target of `regression.targets` (slug: `regmix.targets.target_slug`)."""
+        return RegressionDir(_join(self.root, "targets", slug))
+
+
+@dataclass(frozen=True)
 class ParquetDir:
     """`regmix collect`'s Parquet copies of the database: one file per table and view."""
 
@@ -185,11 +200,11 @@ class Layout:
 
     def regression(self, name: str) -> str:
         """A file of the regression folder: model.pkl, cv.json, cv_predictions.csv, settings.json, pred_vs_true.png."""
-        return self._path("regression", name)
+        return RegressionDir(self.regression_dir).file(name)
 
     def regression_target(self, slug: str, name: str) -> str:
         """The same files for one more target of `regression.targets` (slug: `regmix.targets.target_slug`)."""
-        return self._path("regression", "targets", slug, name)
+        return RegressionDir(self.regression_dir).target(slug).file(name)
 
     @property
     def chosen_dir(self) -> str:

@@ -24,6 +24,7 @@ import yaml
 
 from regmix.cli import main as cli_main
 from regmix.config import REPO_DIR, stage_settings, validate_config
+from regmix.regression import regression_defaults
 
 MICRO = yaml.safe_load((REPO_DIR / "config" / "micro.yaml").read_text())
 
@@ -221,7 +222,7 @@ def test_yaml_syntax_error_in_a_prior_names_file_line_and_column(tmp_path, capsy
 FIT_SETTINGS = {
     "seed": 0,
     "domains": ["a", "b", "c"],
-    "regression": {"regressor": "linear", "target": "b", "cv_folds": 3, "seed": 0},
+    "regression": {**regression_defaults(), "regressor": "linear", "target": "b", "cv_folds": 3, "seed": 0},
 }
 
 

@@ -148,7 +148,7 @@ def test_fit_cli_default_regressor_comes_from_settings(tmp_path):
         {
             "seed": 0,
             "domains": DOMAINS,
-            "regression": {"regressor": "linear", "target": "mean", "cv_folds": 4, "seed": 1},
+            "regression": {**regression_defaults(), "regressor": "linear", "target": "mean", "cv_folds": 4, "seed": 1},
         }
     )
     assert (

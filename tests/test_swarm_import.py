@@ -14,8 +14,8 @@ from regmix.cli import main as regmix_main
 from regmix.collect.database import build_database
 from regmix.config import ConfigError, validate_config
 from regmix.layout import Layout, SwarmDir
-from regmix.regression import load_model
-from regmix.regression.swarm_import import read_import
+from regmix.regression import load_model, regression_defaults
+from regmix.regression.swarm_import import read_import, swarm_defaults
 from regmix.targets import target_slug
 from tests import synthetic_run as run
 from tests.test_bad_input import assert_one_line
@@ -206,7 +206,7 @@ def test_paper_swarm_imports_into_the_pile_study_and_fits_with_own_runs(tmp_path
     own_mix = test_mix.set_axis([c.removeprefix("train_the_pile_") for c in test_mix.columns], axis=1)
     own_loss = pd.DataFrame({"pile_cc": test_loss[paper.TARGET]}, index=test_mix.index)
     mix_csv, loss_csv = write(tmp_path, own_mix, own_loss, "own_")
-    settings = {"regression": {"target": "pile_cc", "regressor": "linear", "cv_folds": 5}}
+    settings = {"regression": {**regression_defaults(), "target": "pile_cc", "regressor": "linear", "cv_folds": 5}}
     fit = tmp_path / "fit"
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--swarm", str(out), "--out", str(fit)]) == 0
@@ -225,7 +225,7 @@ def _reuse_setup(tmp_path, target="docs"):
     assert import_cli(*write(tmp_path, old_mix, old_loss, "old_"), swarm_dir) == 0
     own_mix, own_loss = draw(NEW, 8, seed=5)
     mix_csv, loss_csv = write(tmp_path, own_mix, own_loss, "own_")
-    settings = {"regression": {"target": target, "regressor": "linear", "cv_folds": 4}}
+    settings = {"regression": {**regression_defaults(), "target": target, "regressor": "linear", "cv_folds": 4}}
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     return argv + ["--swarm", str(swarm_dir)], old_mix
 
@@ -259,7 +259,9 @@ def test_fit_refuses_an_imported_swarm_with_a_used_domain_the_study_lacks(tmp_pa
     assert import_cli(*write(tmp_path, mixtures, losses, "wide_"), swarm_dir, name="wide", domains=None) == 0
     own_mix, own_loss = draw(NEW, 8, seed=5)
     mix_csv, loss_csv = write(tmp_path, own_mix, own_loss, "own_")
-    settings = json.dumps({"regression": {"target": "docs", "regressor": "linear", "cv_folds": 4}})
+    settings = json.dumps(
+        {"regression": {**regression_defaults(), "target": "docs", "regressor": "linear", "cv_folds": 4}}
+    )
     argv = ["fit", "--settings", settings, "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--swarm", str(swarm_dir), "--out", str(tmp_path / "fit")]) == 1
     assert_one_line(capsys.readouterr().err, "fit", str(swarm_dir), "'poetry'")
@@ -272,7 +274,15 @@ def test_fit_writes_one_model_per_target_and_keeps_the_main_one(tmp_path):
     mixtures, losses = draw(NEW, 16, seed=7)
     mix_csv, loss_csv = write(tmp_path, mixtures, losses)
     targets = ["code", {"docs": 1, "legal": 3}]
-    settings = {"regression": {"target": "mean", "regressor": "linear", "cv_folds": 4, "targets": targets}}
+    settings = {
+        "regression": {
+            **regression_defaults(),
+            "target": "mean",
+            "regressor": "linear",
+            "cv_folds": 4,
+            "targets": targets,
+        }
+    }
     out = tmp_path / "regression"
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--out", str(out)]) == 0
@@ -294,7 +304,15 @@ def test_fit_writes_one_model_per_target_and_keeps_the_main_one(tmp_path):
 def test_a_bad_extra_target_fails_before_any_fit(tmp_path, capsys):
     mixtures, losses = draw(NEW, 8, seed=8)
     mix_csv, loss_csv = write(tmp_path, mixtures, losses)
-    settings = {"regression": {"target": "mean", "regressor": "linear", "cv_folds": 4, "targets": ["poetry"]}}
+    settings = {
+        "regression": {
+            **regression_defaults(),
+            "target": "mean",
+            "regressor": "linear",
+            "cv_folds": 4,
+            "targets": ["poetry"],
+        }
+    }
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--out", str(tmp_path / "out")]) == 1
     assert_one_line(capsys.readouterr().err, "fit", "'poetry'")
@@ -354,7 +372,15 @@ def test_database_loads_imported_swarms_with_their_source_and_every_target(tmp_p
 def test_a_target_listed_twice_is_fitted_once_and_written_to_both_folders(tmp_path, capsys):
     mixtures, losses = draw(NEW, 12, seed=10)
     mix_csv, loss_csv = write(tmp_path, mixtures, losses)
-    settings = {"regression": {"target": "docs", "regressor": "linear", "cv_folds": 4, "targets": [{"docs": 2}]}}
+    settings = {
+        "regression": {
+            **regression_defaults(),
+            "target": "docs",
+            "regressor": "linear",
+            "cv_folds": 4,
+            "targets": [{"docs": 2}],
+        }
+    }
     out = tmp_path / "regression"
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--out", str(out)]) == 0
@@ -367,8 +393,16 @@ def test_a_target_listed_twice_is_fitted_once_and_written_to_both_folders(tmp_pa
 def test_fit_refuses_settings_naming_a_swarm_it_was_not_given(tmp_path, capsys):
     mixtures, losses = draw(NEW, 8, seed=11)
     mix_csv, loss_csv = write(tmp_path, mixtures, losses)
-    swarm = {"name": "old", "mixtures": "m.csv", "losses": "l.csv"}
-    settings = {"regression": {"target": "docs", "regressor": "linear", "cv_folds": 4, "extra_swarms": [swarm]}}
+    swarm = {**swarm_defaults(), "name": "old", "mixtures": "m.csv", "losses": "l.csv"}
+    settings = {
+        "regression": {
+            **regression_defaults(),
+            "target": "docs",
+            "regressor": "linear",
+            "cv_folds": 4,
+            "extra_swarms": [swarm],
+        }
+    }
     argv = ["fit", "--settings", json.dumps(settings), "--mixtures", str(mix_csv), "--losses", str(loss_csv)]
     assert regmix_main(argv + ["--out", str(tmp_path / "out")]) == 1
     assert_one_line(capsys.readouterr().err, "fit", "['old']", "--swarm")

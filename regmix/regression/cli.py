@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from regmix import files
-from regmix.config import parse_settings
-from regmix.layout import SwarmDir
+from regmix.layout import RegressionDir, SwarmDir
 from regmix.regression.data import (
     _read_indexed_csv,
     combine_swarms,
@@ -24,6 +23,8 @@ from regmix.regression.plots import plot_pred_vs_true
 from regmix.regression.regressors import REGRESSORS, make_regressor
 from regmix.regression.scoring import check_rows, cross_validate, score
 from regmix.regression.swarm_import import read_imported
+from regmix.settings import parse_settings
+from regmix.settings.choice import RegressionSettings
 from regmix.targets import parse_target, target_slug
 
 STUDY = "study"  # the `source` of the study's own runs in cv_predictions.csv
@@ -44,24 +45,25 @@ def fit_main(argv: list[str]) -> int:
         metavar="DIR",
         help="folders written by `regmix import-swarm`: their runs join the study's (study domains they lack at 0)",
     )
-    parser.add_argument("--target", help="loss column to fit (default: settings' regression.target)")
+    parser.add_argument(
+        "--target", help="without --settings: loss column to fit (default: the schema's regression.target)"
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
-        "--regressor", help=f"one of {sorted(REGRESSORS)} (default: settings' or schema's regression.regressor)"
+        "--regressor",
+        help=f"without --settings: one of {sorted(REGRESSORS)} (default: the schema's regression.regressor)",
     )
     parser.add_argument(
         "--settings",
-        help="stage settings JSON (regmix.config.stage_settings(config, 'regression')); its regression.targets "
-        "are fitted too, each into OUT/targets/<slug>/",
+        help="stage settings JSON (regmix.config.stage_settings(config, 'regression')): target, regressor, folds; "
+        "its regression.targets are fitted too, each into OUT/targets/<slug>/",
     )
     args = parser.parse_args(argv)
 
-    settings = regression_defaults()
-    if args.settings:
-        settings.update(parse_settings(args.settings).get("regression", {}))
-    regressor = args.regressor or settings["regressor"]
-    target = args.target or settings["target"]
-    folds, seed = int(settings["cv_folds"]), int(settings["seed"])
+    if args.settings and (args.target or args.regressor):
+        parser.error("--target and --regressor are for a fit without --settings (the settings carry both)")
+    settings = fit_settings(args.settings, args.target, args.regressor)
+    regressor, target, folds, seed = settings.regressor, settings.target, settings.cv_folds, settings.seed
     make_regressor(regressor)  # fail on a bad name before any work
 
     if args.mixtures:
@@ -73,7 +75,7 @@ def fit_main(argv: list[str]) -> int:
         mixtures, losses = load_swarm_from_duckdb(args.db)
         inputs = [args.db]
     mixtures, losses, sources = _with_imported(mixtures, losses, args.swarm)
-    missing = [e["name"] for e in settings.get("extra_swarms", []) if e["name"] not in sources]
+    missing = [e.name for e in settings.extra_swarms if e.name not in sources]
     if missing:  # fitting without a swarm the config names would drop its runs silently
         raise ValueError(f"settings' regression.extra_swarms {missing}: no --swarm folder holds them")
     inputs += [SwarmDir(d).source for d in args.swarm] + [SwarmDir(d).mixtures for d in args.swarm]
@@ -84,9 +86,9 @@ def fit_main(argv: list[str]) -> int:
     groups: dict[tuple, tuple[str | dict, list[Path]]] = {}
     main_key = parse_target(target, list(losses.columns)).weights
     groups[main_key] = (target, [])
-    for spec in settings.get("targets", []):
+    for spec in settings.targets:
         key = parse_target(spec, list(losses.columns), "regression.targets").weights
-        groups.setdefault(key, (spec, []))[1].append(Path(args.out) / "targets" / target_slug(spec))
+        groups.setdefault(key, (spec, []))[1].append(Path(RegressionDir(args.out).target(target_slug(spec)).root))
     groups[main_key][1].append(Path(args.out))
     for spec, _ in groups.values():  # every target's values before the first (slow) fit
         check_rows(len(target_values(losses, spec, where)), folds)
@@ -94,6 +96,17 @@ def fit_main(argv: list[str]) -> int:
         spec, outs = groups[key]
         _fit_target(mixtures, losses, spec, regressor, folds, seed, outs, inputs, sources)
     return 0
+
+
+def fit_settings(
+    settings_json: str | None, target: str | None = None, regressor: str | None = None
+) -> RegressionSettings:
+    """The fit's settings: from `--settings` (the workflow's route), or, standalone, the
+    schema's `regression:` defaults with `--target` / `--regressor` (the same object)."""
+    if settings_json is not None:
+        return RegressionSettings.from_json(parse_settings(settings_json))
+    flags = {key: value for key, value in (("target", target), ("regressor", regressor)) if value is not None}
+    return RegressionSettings.from_section({**regression_defaults(), **flags})
 
 
 def _with_imported(

@@ -25,6 +25,7 @@ from regmix.config import load_schema
 from regmix.layout import SwarmDir
 from regmix.regression.data import _read_indexed_csv, conform_domains, plain
 from regmix.settings import parse_settings
+from regmix.settings.choice import ExtraSwarm, SwarmImportSettings
 
 # RegMix's released column names; the dataset prefix is optional so other RegMix-style swarms read too
 REGMIX_MIXTURE_COLUMN = re.compile(r"^train_(?:the_pile_)?([A-Za-z][A-Za-z0-9_]*)$")
@@ -221,29 +222,45 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--settings", help="JSON {domains, swarm: {name, rename, sum_tolerance}} (regmix.config.swarm_settings)"
     )
-    parser.add_argument("--name", help="swarm name, the prefix of its index values (default: the settings')")
-    parser.add_argument("--domains", nargs="+", help="the study's domains (default: the settings'; none: keep all)")
-    parser.add_argument("--rename", nargs="+", default=[], metavar="COLUMN=DOMAIN", help="columns to rename")
-    parser.add_argument("--sum-tolerance", type=float, help="allowed |row sum - 1| before renormalising")
+    standalone = parser.add_argument_group("without --settings (the settings carry these)")
+    standalone.add_argument("--name", help="swarm name, the prefix of its index values")
+    standalone.add_argument("--domains", nargs="+", help="the study's domains (none: keep all)")
+    standalone.add_argument("--rename", nargs="+", default=[], metavar="COLUMN=DOMAIN", help="columns to rename")
+    standalone.add_argument("--sum-tolerance", type=float, help="allowed |row sum - 1| before renormalising")
     args = parser.parse_args(argv)
 
-    settings = parse_settings(args.settings) if args.settings else {}
-    entry = {**swarm_defaults(), **settings.get("swarm", {})}
+    if args.settings is not None:
+        flags = (("--name", args.name), ("--domains", args.domains), ("--sum-tolerance", args.sum_tolerance))
+        given = [flag for flag, value in flags if value is not None] + (["--rename"] if args.rename else [])
+        if given:
+            parser.error(f"{' '.join(given)}: only without --settings (the settings carry them)")
+        settings = SwarmImportSettings.from_json(parse_settings(args.settings))
+    else:
+        settings = standalone_settings(parser, args)
+    swarm, name = settings.swarm, settings.swarm.name
+    if not re.fullmatch(load_schema()["$defs"]["name"]["pattern"], name):
+        parser.error(f"--name {name!r}: a letter, then at most 63 letters, digits or _")
+    domains = None if settings.domains is None else list(settings.domains)
+    imported = read_import(args.mixtures, args.losses, name, domains, swarm.rename, swarm.sum_tolerance)
+    run_settings = {"name": name, "domains": domains, "rename": swarm.rename, "sum_tolerance": swarm.sum_tolerance}
+    write_import(imported, SwarmDir(args.out), run_settings, [args.mixtures, args.losses])
+    print("\n".join(_report(imported)))
+    return 0
+
+
+def standalone_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SwarmImportSettings:
+    """The settings `--name`, `--domains`, `--rename` and `--sum-tolerance` give, over the
+    schema's defaults of an extra_swarms entry: the object `--settings` gives."""
+    if not args.name:
+        parser.error("--name is required without --settings")
+    rename = {}
     for pair in args.rename:
         column, sep, domain = pair.partition("=")
         if not sep or not column or not domain:
             parser.error(f"--rename {pair!r}: expected COLUMN=DOMAIN")
-        entry.setdefault("rename", {})
-        entry["rename"] = {**entry["rename"], column: domain}
-    name = args.name or entry.get("name")
-    if not name:
-        parser.error("--name is required without --settings")
-    if not re.fullmatch(load_schema()["$defs"]["name"]["pattern"], name):
-        parser.error(f"--name {name!r}: a letter, then at most 63 letters, digits or _")
-    domains = args.domains or settings.get("domains")
-    tolerance = entry["sum_tolerance"] if args.sum_tolerance is None else args.sum_tolerance
-    swarm = read_import(args.mixtures, args.losses, name, domains, entry.get("rename"), tolerance)
-    run_settings = {"name": name, "domains": domains, "rename": entry.get("rename", {}), "sum_tolerance": tolerance}
-    write_import(swarm, SwarmDir(args.out), run_settings, [args.mixtures, args.losses])
-    print("\n".join(_report(swarm)))
-    return 0
+        rename[column] = domain
+    defaults = swarm_defaults()
+    entry = {**defaults, "name": args.name, "mixtures": args.mixtures, "losses": args.losses, "rename": rename}
+    if args.sum_tolerance is not None:
+        entry["sum_tolerance"] = args.sum_tolerance
+    return SwarmImportSettings(tuple(args.domains) if args.domains else None, ExtraSwarm.from_dict(entry, "swarm"))
