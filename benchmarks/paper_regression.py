@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.choose import RULES, choose, choose_defaults, read_mixture_file, trust_radius
+from regmix.choose import RULES, choose, choose_defaults, choose_settings, read_mixture_file, trust_radius
 from regmix.paper import NAMED, TARGET, data_dir, prior_by_column
 from regmix.regression import (
     REGRESSORS,
@@ -72,7 +72,8 @@ def assess_choice(model, prior: dict, named: dict, samples: int, top_k: int, rul
     choice's (wall, CPU) seconds, its L1 distance to the paper's regmix mixture, the
     model's prediction for each named mixture, and whether ours is predicted no worse."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    chosen, _, _ = choose(model, prior, samples, top_k, seed=0, max_epochs=15, rule=rule)  # schema's rule settings
+    settings = choose_settings(samples, top_k, seed=0, max_epochs=15, rule=rule)  # schema's rule settings
+    chosen, _, _ = choose(model, prior, settings)
     seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
     weights = np.array(list(chosen["weights"].values()))
     l1 = float(np.abs(weights - np.array(list(named["regmix"].values()))).sum())

@@ -34,10 +34,12 @@ import numpy as np
 import pandas as pd
 
 from regmix import files
-from regmix.config import check_choose_bounds, load_schema, parse_settings
+from regmix.config import check_choose_bounds, load_schema
 from regmix.mixtures import epochs_needed, read_prior, read_token_counts, stage_rng, weight_caps
 from regmix.regression import FittedModel, load_model
 from regmix.regression.optimize import is_feasible, kl_divergence, minimise, objective
+from regmix.settings import ConfigError, parse_settings
+from regmix.settings.choice import ChooseSection, ChooseSettings
 
 RULES = ("topk", "optimize", "penalized", "trust_region")
 # candidates whose std or support distance is computed at once when a rule needs them:
@@ -53,6 +55,21 @@ def choose_defaults() -> dict:
     """The schema's defaults of the `choose:` section (one source of truth)."""
     props = load_schema()["properties"]["choose"]["properties"]
     return {key: spec["default"] for key, spec in props.items()}
+
+
+def choose_settings(
+    samples: int,
+    top_k: int,
+    seed: int = 0,
+    max_epochs: float | None = None,
+    large_train_tokens: int | None = None,
+    **section,
+) -> ChooseSettings:
+    """Settings for a choice made in Python (benchmarks, tests): the schema's `choose:`
+    defaults with `section`'s values, as `--settings` would give them. No epoch cap
+    unless `max_epochs` is given."""
+    values = {**choose_defaults(), "samples": samples, "top_k": top_k, **section}
+    return ChooseSettings(seed, ChooseSection.from_dict(values), max_epochs, large_train_tokens)
 
 
 def check_rule(rule: str, uncertainty_weight: float, trust_quantile: float) -> None:
@@ -270,26 +287,17 @@ def describe_choice(model: FittedModel, weights: np.ndarray, prior: np.ndarray) 
 def choose(
     model: FittedModel,
     prior: dict[str, float],
-    samples: int,
-    top_k: int,
-    seed: int,
-    max_epochs: float | None = None,
+    settings: ChooseSettings,
     token_counts: dict[str, int] | None = None,
-    train_tokens: int | None = None,
-    chunk_size: int = 100_000,
-    rule: str = "topk",
-    kl_weight: float = 0.0,
-    bounds: dict[str, list[float]] | None = None,
-    uncertainty_weight: float | None = None,
-    trust_quantile: float | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(the choice's report, the chosen rule's top-k rows, their predictions).
 
-    `uncertainty_weight` and `trust_quantile` default to the schema's (used by rules
-    penalized and trust_region only)."""
-    defaults = choose_defaults()
-    uncertainty_weight = defaults["uncertainty_weight"] if uncertainty_weight is None else uncertainty_weight
-    trust_quantile = defaults["trust_quantile"] if trust_quantile is None else trust_quantile
+    The epoch cap applies when settings.max_epochs is set: from `token_counts` and
+    settings.large_train_tokens when given, else the paper's max_epochs x prior share."""
+    section = settings.choose
+    samples, top_k, seed, rule, bounds = section.samples, section.top_k, settings.seed, section.rule, section.bounds
+    max_epochs, train_tokens, kl_weight = settings.max_epochs, settings.large_train_tokens, section.kl_weight
+    uncertainty_weight, trust_quantile = section.uncertainty_weight, section.trust_quantile
     check_rule(rule, uncertainty_weight, trust_quantile)
     domains = model.domains
     prior_vec = np.array([prior[d] for d in domains])
@@ -318,7 +326,7 @@ def choose(
         top_k,
         seed,
         upper,
-        chunk_size,
+        section.chunk_size,
         lower,
         uncertainty_weight if rule == "penalized" else None,
         radius if rule == "trust_region" else None,
@@ -486,53 +494,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--topk-out", help="CSV of the chosen rule's top-k candidates and their predictions")
     args = parser.parse_args(argv)
 
-    settings = parse_settings(args.settings)
-    unknown = sorted(set(settings.get("choose", {})) - set(choose_defaults()))
-    if unknown:
-        raise ValueError(f"settings key 'choose': unknown key(s) {unknown}")
-    section = {**choose_defaults(), **settings.get("choose", {})}
-    samples, top_k = section["samples"], section["top_k"]
-    if samples < 1 or top_k < 1:
-        raise ValueError(f"config keys 'choose.samples' ({samples}) and 'choose.top_k' ({top_k}) must be >= 1")
-    seed = settings.get("seed", 0)
-    max_epochs = settings.get("max_epochs")
-    train_tokens = settings.get("large_train_tokens")
-    if args.tokens_available and (max_epochs is None or train_tokens is None):
-        raise ValueError("--tokens-available needs settings keys 'max_epochs' and 'large_train_tokens'")
+    settings = ChooseSettings.from_json(parse_settings(args.settings))
+    if args.tokens_available and (settings.max_epochs is None or settings.large_train_tokens is None):
+        raise ConfigError("--tokens-available needs settings keys 'max_epochs' and 'large_train_tokens'")
 
     model = load_model(args.model)
     prior = read_prior(args.prior, model.domains)
     counts = read_token_counts(args.tokens_available, model.domains) if args.tokens_available else None
-    run_settings = {
-        "samples": samples,
-        "top_k": top_k,
-        "seed": seed,
-        "max_epochs": max_epochs,
-        "train_tokens": train_tokens,
-        "rule": section["rule"],
-        "kl_weight": section["kl_weight"],
-        "bounds": section["bounds"],
-        "uncertainty_weight": section["uncertainty_weight"],
-        "trust_quantile": section["trust_quantile"],
-    }
-    result, rows, preds = choose(
-        model,
-        prior,
-        samples,
-        top_k,
-        seed,
-        max_epochs,
-        counts,
-        train_tokens,
-        section["chunk_size"],
-        section["rule"],
-        section["kl_weight"],
-        section["bounds"],
-        section["uncertainty_weight"],
-        section["trust_quantile"],
-    )
+    result, rows, preds = choose(model, prior, settings, counts)
     inputs = [Path(args.model) / "model.pkl", args.prior] + ([args.tokens_available] if args.tokens_available else [])
-    result["provenance"] = files.provenance(run_settings, inputs)
+    result["provenance"] = files.provenance(settings.provenance(), inputs)
     if args.topk_out:
         frame = pd.DataFrame(np.round(rows, 10), columns=model.domains)
         frame.insert(0, "predicted", np.round(preds, 8))
@@ -545,7 +516,9 @@ def main(argv: list[str]) -> int:
         kept = result["rule"] if result["choices"][result["rule"]]["weights"] == result["weights"] else "topk"
         plot_weights(result["choices"], prior, baselines, args.plot, kept)
     files.write_yaml(args.out, result)
-    print(f"regmix choose: {samples} candidates ({result['feasible_samples']} feasible), top {top_k}")
+    print(
+        f"regmix choose: {result['samples']} candidates ({result['feasible_samples']} feasible), top {result['top_k']}"
+    )
     if result["trust_radius"]:
         print(
             f"regmix choose: trust radius {result['trust_radius']['radius']:.4f} (quantile "

@@ -6,7 +6,16 @@ import pytest
 import yaml
 
 import regmix.choose as choose_module
-from regmix.choose import RULES, choose, pull_inside, simulate, simulate_top_k, trust_radius
+from regmix.choose import (
+    RULES,
+    choose,
+    choose_defaults,
+    choose_settings,
+    pull_inside,
+    simulate,
+    simulate_top_k,
+    trust_radius,
+)
 from regmix.cli import main as regmix_main
 from regmix.config import ConfigError, validate_config
 from regmix.mixtures import stage_rng
@@ -44,7 +53,7 @@ def test_top_k_are_the_lowest_predictions_whatever_the_chunk(linear_model):
 
 
 def test_chosen_is_the_top_k_average_and_favours_the_helpful_domain(linear_model):
-    result, rows, preds = choose(linear_model, PRIOR, 3000, 50, seed=0)
+    result, rows, preds = choose(linear_model, PRIOR, choose_settings(3000, 50, seed=0))
     np.testing.assert_allclose(list(result["weights"].values()), rows.mean(axis=0), atol=1e-9)
     assert result["weights"]["docs"] > 0.9
     assert result["predicted_target"] == pytest.approx(3.0 + rows.mean(axis=0) @ COEF, abs=1e-6)
@@ -55,7 +64,7 @@ def test_epoch_cap_is_respected_and_reported(linear_model):
     counts = {"code": 10_000, "docs": 1_000, "legal": 10_000, "math": 10_000}
     # 1000 docs tokens x 2 epochs / 10,000 train tokens: docs may take at most 0.2
     result, rows, _ = choose(
-        linear_model, PRIOR, 3000, 50, seed=0, max_epochs=2, token_counts=counts, train_tokens=10_000
+        linear_model, PRIOR, choose_settings(3000, 50, seed=0, max_epochs=2, large_train_tokens=10_000), counts
     )
     assert rows[:, 1].max() <= 0.2 + 1e-9
     assert 0.1 < result["weights"]["docs"] <= 0.2 + 1e-9
@@ -67,16 +76,17 @@ def test_epoch_cap_is_respected_and_reported(linear_model):
 def test_no_feasible_candidate_is_an_error(linear_model):
     counts = {d: 1 for d in DOMAINS}
     with pytest.raises(ValueError, match="feasible"):
-        choose(linear_model, PRIOR, 500, 10, seed=0, max_epochs=1, token_counts=counts, train_tokens=1000)
+        choose(linear_model, PRIOR, choose_settings(500, 10, seed=0, max_epochs=1, large_train_tokens=1000), counts)
 
 
 def _settings(choose_section, seed=2, max_epochs=3, large_train_tokens=10_000):
-    """What stage_settings(config, 'choose') passes (the CLI's only source of settings)."""
+    """What stage_settings(config, 'choose') passes (the CLI's only source of settings):
+    the validator fills the section's defaults."""
     return json.dumps(
         {
             "seed": seed,
             "domains": DOMAINS,
-            "choose": choose_section,
+            "choose": {**choose_defaults(), **choose_section},
             "max_epochs": max_epochs,
             "large_train_tokens": large_train_tokens,
         }
@@ -279,7 +289,7 @@ def _feasible_draws(model, samples, seed, caps=None):
 def test_every_rule_respects_the_epoch_caps(gp_model, rule):
     counts = {"code": 10_000, "docs": 1_000, "legal": 10_000, "math": 3_000}  # docs <= 0.2, math <= 0.6
     result, rows, _ = choose(
-        gp_model, PRIOR, 3000, 20, 0, max_epochs=2, token_counts=counts, train_tokens=10_000, rule=rule
+        gp_model, PRIOR, choose_settings(3000, 20, seed=0, max_epochs=2, rule=rule, large_train_tokens=10_000), counts
     )
     caps = np.array([1.0, 0.2, 1.0, 0.6])
     assert (rows <= caps + 1e-9).all()
@@ -291,9 +301,9 @@ def test_every_rule_respects_the_epoch_caps(gp_model, rule):
 
 
 def test_penalized_with_weight_zero_is_the_plain_top_k(gp_model):
-    plain, plain_rows, plain_preds = choose(gp_model, PRIOR, 4000, 25, seed=3, chunk_size=900)
+    plain, plain_rows, plain_preds = choose(gp_model, PRIOR, choose_settings(4000, 25, seed=3, chunk_size=900))
     zero, zero_rows, zero_preds = choose(
-        gp_model, PRIOR, 4000, 25, seed=3, chunk_size=900, rule="penalized", uncertainty_weight=0.0
+        gp_model, PRIOR, choose_settings(4000, 25, seed=3, chunk_size=900, rule="penalized", uncertainty_weight=0.0)
     )
     np.testing.assert_array_equal(plain_rows, zero_rows)
     np.testing.assert_array_equal(plain_preds, zero_preds)
@@ -308,10 +318,14 @@ def test_penalized_top_k_is_the_brute_force_top_k_of_its_score(gp_model):
     expected = draws[np.lexsort((np.arange(len(draws)), score))[:15]]
     for chunk in (3000, 700):  # computing the std lazily loses no candidate, whatever the chunk
         _, rows, _ = choose(
-            gp_model, PRIOR, 3000, 15, seed=4, chunk_size=chunk, rule="penalized", uncertainty_weight=weight
+            gp_model,
+            PRIOR,
+            choose_settings(3000, 15, seed=4, chunk_size=chunk, rule="penalized", uncertainty_weight=weight),
         )
         np.testing.assert_allclose(rows, expected, atol=1e-12)
-    result, _, _ = choose(gp_model, PRIOR, 3000, 15, seed=4, rule="penalized", uncertainty_weight=weight)
+    result, _, _ = choose(
+        gp_model, PRIOR, choose_settings(3000, 15, seed=4, rule="penalized", uncertainty_weight=weight)
+    )
     pen, top = result["choices"]["penalized"], result["choices"]["topk"]
     # the trade-off, as reported: lower std bought with a higher prediction (or no change at all)
     assert pen["predicted_std"] <= top["predicted_std"] + 1e-9
@@ -335,7 +349,9 @@ def test_trust_radius_is_the_quantile_of_the_swarms_own_nearest_neighbour_distan
 
 def test_trust_region_choice_lies_within_the_radius_where_top_k_does_not(linear_model):
     # the linear law drives docs towards 1, where the swarm has no runs
-    result, rows, _ = choose(linear_model, PRIOR, 4000, 20, seed=0, rule="trust_region", trust_quantile=0.9)
+    result, rows, _ = choose(
+        linear_model, PRIOR, choose_settings(4000, 20, seed=0, rule="trust_region", trust_quantile=0.9)
+    )
     radius = trust_radius(linear_model, 0.9)
     assert result["trust_radius"] == {"quantile": 0.9, "radius": pytest.approx(radius, abs=1e-8)}
     tr, top = result["choices"]["trust_region"], result["choices"]["topk"]
@@ -368,7 +384,7 @@ def test_an_average_outside_the_trust_region_is_pulled_inside(linear_model):
 
 def test_too_few_candidates_in_the_trust_region_is_an_error(linear_model):
     with pytest.raises(ValueError, match="trust radius"):
-        choose(linear_model, PRIOR, 300, 200, seed=0, rule="trust_region", trust_quantile=0.01)
+        choose(linear_model, PRIOR, choose_settings(300, 200, seed=0, rule="trust_region", trust_quantile=0.01))
 
 
 def test_one_pass_gives_the_plain_and_the_restricted_top_k(gp_model):
@@ -420,4 +436,4 @@ def test_bad_rule_settings_are_refused_naming_the_key(section, key):
 )
 def test_choose_refuses_bad_rule_settings_that_skipped_the_validator(linear_model, kwargs, key):
     with pytest.raises(ValueError, match=rf"config key '{key}'"):
-        choose(linear_model, PRIOR, 100, 5, seed=0, **kwargs)
+        choose(linear_model, PRIOR, choose_settings(100, 5, seed=0, **kwargs))

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import regmix.choose as choose_module
-from regmix.choose import RULES, choose
+from regmix.choose import RULES, choose, choose_settings
 from regmix.config import ConfigError, check_choose_bounds, validate_config
 from regmix.regression import fit_model
 from regmix.regression.optimize import is_feasible, minimise, objective, project_to_box_simplex
@@ -101,7 +101,14 @@ def test_choice_respects_caps_and_bounds_whatever_the_rule(gp_model, prior, coun
     chosen = 0
     for rule in RULES:
         try:
-            result, _, _ = choose(gp_model, prior, 1500, 5, 0, max_epochs, counts, 10_000, rule=rule, bounds=bounds)
+            result, _, _ = choose(
+                gp_model,
+                prior,
+                choose_settings(
+                    1500, 5, seed=0, max_epochs=max_epochs, rule=rule, bounds=bounds, large_train_tokens=10_000
+                ),
+                counts,
+            )
         except ValueError as err:  # too few sampled candidates meet the caps: said so, never a bad mixture
             assert "feasible" in str(err) or "trust radius" in str(err), rule
             continue
@@ -116,7 +123,7 @@ def test_choice_respects_caps_and_bounds_whatever_the_rule(gp_model, prior, coun
 
 
 def test_gp_optimum_beats_the_top_k_average_and_reports_both(gp_model):
-    result, _, _ = choose(gp_model, PRIOR, 3000, 20, seed=0, rule="optimize")
+    result, _, _ = choose(gp_model, PRIOR, choose_settings(3000, 20, seed=0, rule="optimize"))
     top, opt = result["choices"]["topk"], result["choices"]["optimize"]
     assert opt["predicted_target"] < top["predicted_target"]
     assert opt["kept"] == "optimum" and result["weights"] == opt["weights"]
@@ -132,14 +139,14 @@ def test_gp_optimum_beats_the_top_k_average_and_reports_both(gp_model):
 
 
 def test_kl_weight_pulls_the_optimum_towards_the_prior(gp_model):
-    free, _, _ = choose(gp_model, PRIOR, 2000, 20, seed=0, rule="optimize")
-    pulled, _, _ = choose(gp_model, PRIOR, 2000, 20, seed=0, rule="optimize", kl_weight=1.0)
+    free, _, _ = choose(gp_model, PRIOR, choose_settings(2000, 20, seed=0, rule="optimize"))
+    pulled, _, _ = choose(gp_model, PRIOR, choose_settings(2000, 20, seed=0, rule="optimize", kl_weight=1.0))
     assert pulled["choices"]["optimize"]["kl_to_prior"] < free["choices"]["optimize"]["kl_to_prior"]
 
 
 def test_beyond_range_names_the_domain(linear_model):
     # the swarm never had docs near 1: the linear law drives docs to its upper end
-    result, _, _ = choose(linear_model, PRIOR, 2000, 10, seed=0, rule="optimize")
+    result, _, _ = choose(linear_model, PRIOR, choose_settings(2000, 10, seed=0, rule="optimize"))
     opt = result["choices"]["optimize"]
     assert opt["weights"]["docs"] > 0.999
     assert opt["beyond_range"]["docs"] == "above"
@@ -159,7 +166,7 @@ def test_a_worse_optimum_falls_back_to_the_top_k_average(linear_model, monkeypat
         }
 
     monkeypatch.setattr(choose_module, "minimise", uphill)
-    result, _, _ = choose(linear_model, PRIOR, 2000, 10, seed=0, rule="optimize")
+    result, _, _ = choose(linear_model, PRIOR, choose_settings(2000, 10, seed=0, rule="optimize"))
     assert result["choices"]["optimize"]["kept"] == "top-k average (better by the model)"
     assert result["weights"] == result["choices"]["topk"]["weights"]
 
@@ -170,14 +177,14 @@ def test_lightgbm_std_only_for_the_reported_rows(monkeypatch):
     sizes = []
     real = model.regressor.predict_std
     monkeypatch.setattr(model.regressor, "predict_std", lambda X: sizes.append(len(X)) or real(X))
-    result, _, _ = choose(model, PRIOR, 5000, 20, seed=0, rule="optimize")
+    result, _, _ = choose(model, PRIOR, choose_settings(5000, 20, seed=0, rule="optimize"))
     assert sizes == [1, 1]  # the top-k average and the optimum, never the 5000 candidates
     opt = result["choices"]["optimize"]
     assert opt["gradient"] is False and opt["objective"] <= result["choices"]["topk"]["predicted_target"] + 1e-12
 
 
 def test_topk_rule_reports_only_the_top_k_choice(linear_model):
-    result, rows, _ = choose(linear_model, PRIOR, 2000, 10, seed=0)
+    result, rows, _ = choose(linear_model, PRIOR, choose_settings(2000, 10, seed=0))
     assert result["rule"] == "topk" and set(result["choices"]) == {"topk"}
     np.testing.assert_allclose(list(result["weights"].values()), rows.mean(axis=0), atol=1e-9)
 
@@ -207,4 +214,11 @@ def test_config_validation_checks_the_bounds():
 def test_bounds_and_caps_that_cannot_meet_are_refused(linear_model):
     counts = {d: 1000 for d in DOMAINS}  # every domain capped at 0.3 (3 epochs of 1000 / 10,000)
     with pytest.raises(ValueError, match=r"choose\.bounds"):
-        choose(linear_model, PRIOR, 500, 5, 0, 3, counts, 10_000, rule="optimize", bounds={"docs": [0.5, 1.0]})
+        choose(
+            linear_model,
+            PRIOR,
+            choose_settings(
+                500, 5, seed=0, max_epochs=3, rule="optimize", bounds={"docs": [0.5, 1.0]}, large_train_tokens=10_000
+            ),
+            counts,
+        )

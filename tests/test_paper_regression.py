@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from regmix.choose import choose, read_mixture_file
+from regmix.choose import choose, choose_settings, read_mixture_file
 from regmix.paper import NAMED, TARGET, data_dir, prior_by_column
 from regmix.regression import fit_model, read_swarm_csvs, regression_defaults, score, target_values
 
@@ -34,7 +34,7 @@ def test_default_regressor_beats_the_papers_lightgbm_on_unseen_runs(default_mode
 
 def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(default_model):
     prior = prior_by_column()
-    chosen, _, _ = choose(default_model, prior, samples=1_000_000, top_k=100, seed=0, max_epochs=15)
+    chosen, _, _ = choose(default_model, prior, choose_settings(1_000_000, 100, seed=0, max_epochs=15))
     weights = np.array([chosen["weights"][d] for d in default_model.domains])
     assert (
         abs(weights.sum() - 1) < 1e-6 and (weights <= np.minimum(15 * np.array(list(prior.values())), 1) + 1e-9).all()
@@ -46,7 +46,7 @@ def test_default_choice_is_predicted_no_worse_than_the_papers_named_mixtures(def
 
 def test_optimised_choice_is_capped_and_no_worse_than_the_top_k_average(default_model):
     prior = prior_by_column()
-    chosen, _, _ = choose(default_model, prior, samples=100_000, top_k=100, seed=0, max_epochs=15, rule="optimize")
+    chosen, _, _ = choose(default_model, prior, choose_settings(100_000, 100, seed=0, max_epochs=15, rule="optimize"))
     top, opt = chosen["choices"]["topk"], chosen["choices"]["optimize"]
     weights = np.array([opt["weights"][d] for d in default_model.domains])
     caps = np.minimum(15 * np.array(list(prior.values())), 1)
