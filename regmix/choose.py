@@ -95,7 +95,7 @@ def nearest_proxy_distance(model: FittedModel, rows: np.ndarray) -> np.ndarray:
 
 
 def _support_rows(model: FittedModel) -> int:
-    return max(1, SUPPORT_CELLS // max(len(model.swarm), 1))
+    return max(1, SUPPORT_CELLS // max(0 if model.swarm is None else len(model.swarm), 1))
 
 
 def trust_radius(model: FittedModel, quantile: float) -> float:
@@ -371,12 +371,14 @@ def choose(
         choices["optimize"] = opt_report
         chosen = topk_report if fallback else opt_report
     elif rule in ("penalized", "trust_region"):
+        assert restricted is not None  # simulate ranks the rule's own score when given its weight or radius
         restricted_mean = restricted.rows.mean(axis=0)
         restricted_mean = restricted_mean / restricted_mean.sum()
         extra = {}
         if rule == "penalized":
             extra = {"uncertainty_weight": uncertainty_weight}
         else:
+            assert radius is not None  # trust_radius raised above without a swarm
             restricted_mean, share = pull_inside(model, restricted_mean, restricted.rows[0], radius)
             extra = {"trust_quantile": trust_quantile, "pulled_towards_best_candidate": round(share, 8)}
         report = report_of(restricted_mean)
