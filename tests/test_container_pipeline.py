@@ -157,6 +157,9 @@ def study_config(tmp_path_factory) -> Path:
         shutil.copy(folder / "corpus" / domain / "valid.jsonl", folder / "sets" / f"{name}.jsonl")
         raw["validation_sets"][name] = {"kind": "jsonl", "files": str(folder / "sets" / f"{name}.jsonl")}
     raw["data"]["source"] = {"kind": "jsonl", "path": str(folder / "data")}
+    # inside against outside needs the chosen mixture and one baseline, not the micro run's
+    # six candidates: each one more is a large run and an evaluation in both runs
+    raw["large"].update(baselines=["prior"], named={}, random_candidates=0)
     del raw["data"]["demo_max_bytes_per_domain"]
     path = folder / "container.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
