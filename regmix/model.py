@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regmix.settings import ModelSpec
+from regmix.settings.train import ModelSpec
 
 # TinyLlama's values (the paper's models are TinyLlama configs)
 RMS_NORM_EPS = 1e-5

@@ -40,7 +40,8 @@ from regmix.model import (
     per_model_clip_,
     resolve_architecture,
 )
-from regmix.settings import ConfigError, HyperParameters, TrainSettings, parse_settings
+from regmix.settings import ConfigError, parse_settings
+from regmix.settings.train import HyperParameters, TrainSettings
 
 
 def learning_rate(step: int, hp: HyperParameters) -> float:

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from regmix.settings import ConfigError, TrainSettings
+from regmix.settings import ConfigError
+from regmix.settings.train import TrainSettings
 from regmix.train import learning_rate, train
 
 REPO_DIR = Path(__file__).resolve().parents[1]

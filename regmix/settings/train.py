@@ -1,50 +1,12 @@
-"""What a command reads from `--settings`: the JSON parser and the typed settings of a stage.
-
-The one route for config: the workflow validates the config (regmix.config), builds each
-stage's settings JSON (`regmix.config.stage_settings`, the `settings(stage)` helper of
-rules/common.smk) and passes it as `--settings`; a command parses it here, once, into a
-frozen object. This module imports nothing of regmix, so a command that reads its
-settings does not depend on the validator's code.
-
-Typed so far: the training stages (`TrainSettings`: `HyperParameters`, `ModelSpec`, the
-runtime options). The other stages still read their settings as a dict from
-`parse_settings`.
-"""
+"""Typed settings of the training stages (`regmix train-proxies` / `train-large`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the value."""
-
-
-def parse_settings(text: str) -> dict:
-    """A command's `--settings` JSON (a stage's settings), or a ConfigError naming it."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _build(cls, values: dict, where: str, optional: tuple[str, ...] = ()):
-    """`cls(**values)` keeping only its fields; a ConfigError naming `where` for missing ones."""
-    names = _fields(cls)
-    missing = [n for n in names if n not in values and n not in optional]
-    if missing:
-        raise ConfigError(f"settings key {where!r}: missing {missing} (expected regmix.config.stage_settings)")
-    return cls(**{n: values[n] for n in names if n in values})
+from regmix.settings import ConfigError, build_section, field_names
 
 
 @dataclass(frozen=True)
@@ -63,7 +25,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelSpec:
-        return _build(cls, {"name": "?", **values}, "model", optional=("pad_vocab_to",))
+        return build_section(cls, {"name": "?", **values}, "model", optional=("pad_vocab_to",))
 
 
 @dataclass(frozen=True)
@@ -123,8 +85,8 @@ class TrainSettings:
                     f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
                 )
         section = settings[stage]
-        runtime_fields = set(_fields(Runtime))
-        hp = _build(HyperParameters, section, stage, optional=("dtype",))
+        runtime_fields = set(field_names(Runtime))
+        hp = build_section(HyperParameters, section, stage, optional=("dtype",))
         runtime = Runtime(**{k: v for k, v in section.items() if k in runtime_fields})
         return cls(
             stage=stage,
