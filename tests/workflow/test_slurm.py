@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import GPU_RULE, NO_CONTAINER, copy_cluster_workflow, profile
-from tests.conftest import REPO_DIR, run_snakemake
+from tests.helpers import REPO_DIR, run_snakemake
+from tests.helpers.cluster import GPU_RULE, NO_CONTAINER, copy_cluster_workflow, profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
