@@ -395,7 +395,7 @@ def tokenize_split(
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint["sha256"],
         "source_fingerprint": source_hash.hexdigest(),
-        "provenance": files.provenance(dict(settings.raw), [tokenizer_dir / "tokenizer.json"]),
+        "provenance": files.provenance(settings.raw, [tokenizer_dir / "tokenizer.json"]),
     }
     files.write_json(sidecar_path(out_path), sidecar)
     return sidecar

@@ -9,8 +9,9 @@ token files can say which tokenizer made them.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from regmix import files, sources
 from regmix.pieces import document_pieces
@@ -90,8 +91,9 @@ def fingerprint_of(tokenizer_dir: str | Path) -> dict:
     return files.read_json(path)
 
 
-def save(tokenizer, out_dir: str | Path, settings: TokenizerSettings, kind: str) -> dict:
-    """Write into a temporary sibling folder, then rename it into place (never half-written)."""
+def save(tokenizer, out_dir: str | Path, settings_json: Mapping[str, Any], kind: str) -> dict:
+    """Write into a temporary sibling folder, then rename it into place (never half-written);
+    `settings_json` (the settings as given) goes into the fingerprint's provenance."""
     with files.atomic_dir(out_dir) as staging:
         tokenizer.save_pretrained(staging)
         tokenizer_json = staging / "tokenizer.json"
@@ -104,7 +106,7 @@ def save(tokenizer, out_dir: str | Path, settings: TokenizerSettings, kind: str)
             "eos_id": tokenizer.eos_token_id,
             "pad_id": tokenizer.pad_token_id,
             "eos_token": tokenizer.eos_token,
-            "provenance": files.provenance(dict(settings.raw)),
+            "provenance": files.provenance(settings_json),
         }
         files.write_json(staging / FINGERPRINT_FILE, fingerprint)
     return fingerprint
@@ -115,9 +117,9 @@ def build(settings: TokenizerSettings, corpus_dir: str | Path | None, out_dir: s
     if spec.kind == "pretrained":
         if spec.name is None:  # refused by regmix.config; a hand-written settings JSON may still lack it
             raise ValueError("tokenizer.name: required when tokenizer.kind is 'pretrained'")
-        return save(load_pretrained(spec.name), out_dir, settings, "pretrained")
+        return save(load_pretrained(spec.name), out_dir, settings.raw, "pretrained")
     bpe = train_bpe(training_texts(settings, corpus_dir), spec.vocab_size)
-    return save(wrap(bpe), out_dir, settings, "train")
+    return save(wrap(bpe), out_dir, settings.raw, "train")
 
 
 def main(argv: list[str]) -> int:
