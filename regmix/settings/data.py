@@ -31,10 +31,6 @@ class DataOptions:
     max_chunk_chars: int
     shard_max_tokens: int
 
-    @property
-    def kind(self) -> str:
-        return str(self.source["kind"])
-
 
 @dataclass(frozen=True)
 class TokenizerSpec:
