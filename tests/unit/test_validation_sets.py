@@ -17,7 +17,7 @@ from regmix.config import ConfigError, stage_settings, validate_config, validati
 from regmix.regression.data import load_swarm_from_duckdb, read_swarm_csvs, target_values
 from regmix.settings.data import DataSettings, TokenizerSettings
 from regmix.targets import parse_target, study_target
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
 
 DOMAINS = ["code", "docs", "legal"]
 
