@@ -24,7 +24,7 @@ from pathlib import Path
 
 from regmix import files, sources
 from regmix.config import parse_settings
-from regmix.settings.data import DataSettings
+from regmix.settings.data import ReadSettings
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -236,7 +236,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             f"large model's window of {settings['window']} tokens (choices are capped in bytes, at most one token each)"
         )
     index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
-    reading = DataSettings.from_json(settings, "eval_tasks")  # what sources.iter_documents reads
+    reading = ReadSettings.from_json(settings, "eval_tasks")  # what sources.iter_documents reads
     for domain in settings["domains"]:
         docs = [t for t in sources.iter_documents(reading, corpus_dir, domain, "valid") if t.strip()]
         if not docs:

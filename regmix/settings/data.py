@@ -18,14 +18,20 @@ from regmix.settings import ConfigError, build_section
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    """The config's `data` section: the source and how documents are read and tokenized."""
+class ReadOptions:
+    """What reading documents needs of the config's `data` section (regmix.sources)."""
 
     source: Mapping[str, Any]
     valid_fraction: float
+    max_undecodable_fraction: float
+
+
+@dataclass(frozen=True)
+class DataOptions(ReadOptions):
+    """The config's `data` section: the source and how documents are read and tokenized."""
+
     demo_max_bytes_per_domain: int
     token_limit: Mapping[str, int] | None
-    max_undecodable_fraction: float
     workers: int
     batch_bytes: int
     max_chunk_chars: int
@@ -54,32 +60,45 @@ def _require(settings: Mapping[str, Any], keys: tuple[str, ...], stage: str) -> 
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataSettings:
-    """What reading documents needs: the settings of `regmix corpus` and `regmix tokenize`
-    (validation_sets: the one set of validation_set_settings, or none)."""
+class ReadSettings:
+    """What reading documents needs (regmix.sources.iter_documents): also what
+    `regmix make-tasks` reads of its settings (validation_sets: none, or the one set of
+    validation_set_settings)."""
 
     seed: int
     domains: tuple[str, ...]
-    data: DataOptions
+    data: ReadOptions
     validation_sets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # the JSON as given: what provenance records
     raw: Mapping[str, Any] = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
-    def from_json(cls, settings: Mapping[str, Any], stage: str = "tokenize") -> DataSettings:
-        """From the JSON of `stage` ("corpus", "tokenize", or "validation_set")."""
+    def from_json(cls, settings: Mapping[str, Any], stage: str = "eval_tasks") -> ReadSettings:
         _require(settings, ("seed", "domains", "data"), stage)
-        return cls(**cls._common(settings))
+        return cls(**cls._common(settings, ReadOptions))
 
     @staticmethod
-    def _common(settings: Mapping[str, Any]) -> dict[str, Any]:
+    def _common(settings: Mapping[str, Any], options: type[ReadOptions]) -> dict[str, Any]:
         return {
             "seed": int(settings["seed"]),
             "domains": tuple(settings["domains"]),
-            "data": build_section(DataOptions, settings["data"], "data"),
+            "data": build_section(options, settings["data"], "data"),
             "validation_sets": dict(settings.get("validation_sets") or {}),
             "raw": settings,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSettings(ReadSettings):
+    """The settings of `regmix corpus` and `regmix tokenize` (domains and validation-only sets)."""
+
+    data: DataOptions
+
+    @classmethod
+    def from_json(cls, settings: Mapping[str, Any], stage: str = "tokenize") -> DataSettings:
+        """From the JSON of `stage` ("corpus", "tokenize", or "validation_set")."""
+        _require(settings, ("seed", "domains", "data"), stage)
+        return cls(**cls._common(settings, DataOptions))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,4 +110,5 @@ class TokenizerSettings(DataSettings):
     @classmethod
     def from_json(cls, settings: Mapping[str, Any], stage: str = "tokenizer") -> TokenizerSettings:
         _require(settings, ("seed", "domains", "data", "tokenizer"), stage)
-        return cls(**cls._common(settings), tokenizer=build_section(TokenizerSpec, settings["tokenizer"], "tokenizer"))
+        tokenizer = build_section(TokenizerSpec, settings["tokenizer"], "tokenizer")
+        return cls(**cls._common(settings, DataOptions), tokenizer=tokenizer)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from regmix.layout import Layout
-from regmix.settings.data import DataSettings
+from regmix.settings.data import ReadSettings
 from regmix.sources import demo, huggingface, jsonl, parquet, text
 from regmix.sources.base import (
     SPLITS,
@@ -166,7 +166,7 @@ def validation_set_files(config: dict, name: str) -> list[str]:
 
 
 def iter_documents(
-    settings: DataSettings, corpus_dir: str | Path | None, domain: str, split: str, stats: ReadStats | None = None
+    settings: ReadSettings, corpus_dir: str | Path | None, domain: str, split: str, stats: ReadStats | None = None
 ) -> Iterator[str]:
     """Yield the documents of one domain split, in a fixed order.
 
@@ -209,7 +209,7 @@ def _records(
 
 
 def iter_validation_documents(
-    settings: DataSettings, corpus_dir: str | Path | None, name: str, stats: ReadStats | None = None
+    settings: ReadSettings, corpus_dir: str | Path | None, name: str, stats: ReadStats | None = None
 ) -> Iterator[str]:
     """Yield the documents of validation-only set `name` (settings.validation_sets[name]),
     in a fixed order, under the rules of `iter_documents`: a set without documents, or

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, ClassVar, TypeGuard, cast
 from regmix.files import BadFileError
 from regmix.layout import CorpusDir
 from regmix.settings import ConfigError
-from regmix.settings.data import DataSettings
+from regmix.settings.data import ReadSettings
 
 SPLITS = ("train", "valid")
 ARROW_BATCH_ROWS = 2000
@@ -327,7 +327,7 @@ class SourceKind(ABC):
     ) -> Iterator[Record]:
         """The records of validation-only set `name`; adds what it reads to stats.sources."""
 
-    def materialized_documents(self, settings: DataSettings) -> Iterator[tuple[str, str, str]]:
+    def materialized_documents(self, settings: ReadSettings) -> Iterator[tuple[str, str, str]]:
         """(domain, split, document) of every domain for a MATERIALIZE corpus step."""
         raise NotImplementedError(f"the {self.name} source is not materialized")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from regmix.settings import ConfigError
-from regmix.settings.data import DataSettings
+from regmix.settings.data import ReadSettings
 from regmix.sources.base import (
     ARROW_BATCH_ROWS,
     SPLITS,
@@ -141,7 +141,7 @@ def _set_records(spec: Spec, label: str) -> Iterator[Record]:
         row += table.num_rows
 
 
-def iter_all_domains(settings: DataSettings, read_split: str) -> Iterator[tuple[str, str, str]]:
+def iter_all_domains(settings: ReadSettings, read_split: str) -> Iterator[tuple[str, str, str]]:
     """(domain, split, document) for every configured domain in one pass.
 
     Reads the dataset split behind `read_split`; when the dataset has no valid split,
@@ -228,7 +228,7 @@ class HuggingFace(SourceKind):
         stats.sources.append(spec["name_or_path"])
         return _set_records(spec, f"validation set {name!r}")
 
-    def materialized_documents(self, settings: DataSettings) -> Iterator[tuple[str, str, str]]:
+    def materialized_documents(self, settings: ReadSettings) -> Iterator[tuple[str, str, str]]:
         # without a valid split, reading train yields both splits (hash-routed)
         read_splits = ("train",) if settings.data.source["valid_split"] is None else SPLITS
         for read_split in read_splits:

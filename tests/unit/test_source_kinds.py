@@ -12,7 +12,7 @@ import pytest
 from regmix import corpus, sources
 from regmix.config import load_schema, stage_settings, validate_config, validation_set_settings
 from regmix.settings import ConfigError
-from regmix.settings.data import DataOptions, DataSettings, TokenizerSettings
+from regmix.settings.data import DataOptions, DataSettings, ReadOptions, ReadSettings, TokenizerSettings
 from regmix.sources.base import CorpusStep, SourceKind
 
 SCHEMA = load_schema()
@@ -126,3 +126,19 @@ def test_corpus_command_names_a_missing_settings_key(tmp_path):
     with pytest.raises(ConfigError, match=r"missing key 'domains'.*'corpus'"):
         corpus.main(["--settings", json.dumps(settings), "--out", str(tmp_path / "corpus")])
     assert not (tmp_path / "corpus").exists()
+
+
+def test_reading_needs_only_the_reading_options():
+    """regmix make-tasks reads documents with `ReadSettings`; a missing reading option is still named."""
+    config = demo_config()
+    tasks = stage_settings(config, "eval_tasks")
+    reading = ReadSettings.from_json(tasks)
+    assert reading.data == ReadOptions(
+        source={"kind": "demo"},
+        valid_fraction=config["data"]["valid_fraction"],
+        max_undecodable_fraction=config["data"]["max_undecodable_fraction"],
+    )
+    trimmed = {**tasks, "data": {"source": {"kind": "demo"}, "valid_fraction": 0.1}}
+    with pytest.raises(ConfigError, match=r"settings key 'data': missing \['max_undecodable_fraction'\]"):
+        ReadSettings.from_json(trimmed)
+    assert isinstance(DataSettings.from_json(stage_settings(config, "tokenize")), ReadSettings)
