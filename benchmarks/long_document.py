@@ -36,6 +36,7 @@ from tokenize_throughput import text_pool  # noqa: E402
 
 from regmix import files, tokenization, tokenizer  # noqa: E402
 from regmix.config import validate_config  # noqa: E402
+from regmix.settings.data import DataSettings  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -73,7 +74,7 @@ def run_variant(settings: dict, tokenizer_dir: str, out: str, results) -> None:
     """In a fresh process: tokenize the long document's domain; report time and memory."""
     before = peak_rss_mb()
     started = time.perf_counter()
-    sidecar = tokenization.tokenize_split(settings, None, tokenizer_dir, "long", "train", out)
+    sidecar = tokenization.tokenize_split(DataSettings.from_json(settings), None, tokenizer_dir, "long", "train", out)
     results.put(
         {
             "seconds": time.perf_counter() - started,

@@ -30,6 +30,7 @@ import numpy as np
 
 from regmix import corpus, files, tokenization, tokenizer
 from regmix.config import validate_config
+from regmix.settings.data import DataSettings
 
 
 def text_pool(max_bytes: int) -> str:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             workers=args.workers,
         )
-        settings = {"seed": 0, "domains": ["bench"], "data": data}
+        settings = DataSettings.from_json({"seed": 0, "domains": ["bench"], "data": data})
 
         tokenizer_dir = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
         if not args.tokenizer:

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from regmix import sources
+
 # the command side of the config route lives in regmix.settings (no validator imports there)
 from regmix.settings import ConfigError, parse_settings  # noqa: F401  (re-exported)
 from regmix.targets import TargetError, parse_target, target_slug
@@ -320,8 +322,6 @@ def _check_semantics(config: dict) -> None:
     if config["evaluate"]["suite"] == "lm_eval" and not config["evaluate"]["tasks"]:
         raise ConfigError("config key 'evaluate.tasks' = []: suite 'lm_eval' needs at least one task")
     # the data source checks its own keys and that its domains match `domains` exactly
-    from regmix import sources
-
     sources.check_source_config(config)
     sources.check_validation_sets(config)
 

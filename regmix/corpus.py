@@ -37,10 +37,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from regmix import files, sources
 from regmix.layout import CorpusDir, Layout
 from regmix.settings import parse_settings
+from regmix.settings.data import DataSettings
+from regmix.sources import CorpusStep
 
 DEMO_DOMAINS = sources.DEMO_DOMAINS
 MAX_DOCUMENT_BYTES = 100_000  # bigger files are mostly generated data tables, not text
@@ -370,10 +373,10 @@ def build_domain(domain: str, files: list[SourceFile], seed: int, cap: int, seen
     return build
 
 
-def build_demo(settings: dict, out_dir: str | Path) -> dict:
+def build_demo(settings: DataSettings, out_dir: str | Path) -> dict:
     """Build every configured demo domain, check it, then write it; return the manifest."""
-    seed, data = settings["seed"], settings["data"]
-    domains, cap = settings["domains"], data["demo_max_bytes_per_domain"]
+    seed, data = settings.seed, settings.data
+    domains, cap = settings.domains, data.demo_max_bytes_per_domain
     roots = install_roots()
     source_files = scan_files(roots)
     by_domain: dict[str, list[SourceFile]] = {d: [] for d in DEMO_DOMAINS}
@@ -382,7 +385,8 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
         if d is not None:
             by_domain[d].append(f)
     seen: set[bytes] = set()
-    builds, splits = {}, {}
+    builds: dict[str, DomainBuild] = {}
+    splits: dict[str, dict[str, list[str]]] = {}
     for domain in domains:
         build = build_domain(domain, by_domain[domain], seed, cap, seen)
         if not build.documents:
@@ -390,18 +394,18 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
                 f"demo domain {domain!r}: no documents found in {[str(r) for r in roots]} "
                 f"({len(by_domain[domain])} candidate files)"
             )
-        split = {"train": [], "valid": []}
+        split: dict[str, list[str]] = {"train": [], "valid": []}
         for text in build.documents:
-            split["valid" if sources.in_valid_split(text, seed, data["valid_fraction"]) else "train"].append(text)
+            split["valid" if sources.in_valid_split(text, seed, data.valid_fraction) else "train"].append(text)
         for name, docs in split.items():
             if not docs:
                 raise ValueError(
                     f"demo domain {domain!r}: the {name} split is empty ({len(build.documents)} documents, "
-                    f"valid_fraction {data['valid_fraction']}); raise data.demo_max_bytes_per_domain"
+                    f"valid_fraction {data.valid_fraction}); raise data.demo_max_bytes_per_domain"
                 )
         builds[domain], splits[domain] = build, split
     out_dir = Path(out_dir)
-    manifest = {
+    manifest: dict[str, Any] = {
         "kind": "demo",
         "seed": seed,
         "python": sys.version.split()[0],
@@ -410,9 +414,9 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
         "domains": {},
     }
     for domain in domains:
-        entry = {"documents": {}, "bytes": {}, "files": {}}
+        entry: dict[str, Any] = {"documents": {}, "bytes": {}, "files": {}}
         for name, docs in splits[domain].items():
-            path = sources.corpus_file(out_dir, settings["data"]["source"], domain, name)
+            path = sources.corpus_file(out_dir, data.source, domain, name)
             files.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs))
             entry["documents"][name] = len(docs)
             entry["bytes"][name] = sum(len(t.encode("utf-8")) for t in docs)
@@ -424,31 +428,31 @@ def build_demo(settings: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
-def build_validation_set(settings: dict, out_dir: str | Path, name: str) -> dict:
+def build_validation_set(settings: DataSettings, out_dir: str | Path, name: str) -> dict:
     """A demo validation-only set: the held-out slice (the documents data.valid_fraction's
     seeded hash puts in valid) of a demo domain that is not a training domain, written to
     CorpusDir.validation_set(name). Returns its record for the log."""
-    spec, data, seed = settings["validation_sets"][name], settings["data"], settings["seed"]
+    spec, data, seed = settings.validation_sets[name], settings.data, settings.seed
     domain = spec["domain"]
-    if spec["kind"] != "demo":
+    if not sources.kind_of(spec).builds_validation_sets:
         raise ValueError(f"validation set {name!r}: kind {spec['kind']!r} is read in place, not built")
-    if domain in settings["domains"]:
+    if domain in settings.domains:
         raise ValueError(f"validation set {name!r}: demo domain {domain!r} is a training domain")
     roots = install_roots()
     candidates = [f for f in scan_files(roots) if file_domain(f, seed) == domain]
-    build = build_domain(domain, candidates, seed, data["demo_max_bytes_per_domain"], set())
-    held_out = [t for t in build.documents if sources.in_valid_split(t, seed, data["valid_fraction"])]
+    build = build_domain(domain, candidates, seed, data.demo_max_bytes_per_domain, set())
+    held_out = [t for t in build.documents if sources.in_valid_split(t, seed, data.valid_fraction)]
     if not held_out:
         raise ValueError(
             f"validation set {name!r}: no held-out documents of demo domain {domain!r} "
-            f"({len(build.documents)} documents, valid_fraction {data['valid_fraction']})"
+            f"({len(build.documents)} documents, valid_fraction {data.valid_fraction})"
         )
     path = CorpusDir(str(out_dir)).validation_set(name)
     files.write_text(path, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held_out))
     return {"name": name, "domain": domain, "documents": len(held_out), "bytes": sum(len(t.encode()) for t in held_out)}
 
 
-def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
+def materialize_dataset(settings: DataSettings, out_dir: str | Path) -> dict:
     """Read a many-domain dataset once into R/corpus/<domain>/<split>.jsonl.zst.
 
     Every file is written under a temporary name and renamed only after the whole
@@ -456,9 +460,9 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
     """
     import zstandard
 
-    source, domains = settings["data"]["source"], settings["domains"]
+    source, domains = settings.data.source, settings.domains
     out_dir = Path(out_dir)
-    temps: dict[tuple[str, str], tuple[Path, object]] = {}
+    temps: dict[tuple[str, str], tuple[Path, Any]] = {}
     counts = {
         d: {"documents": dict.fromkeys(sources.SPLITS, 0), "bytes": dict.fromkeys(sources.SPLITS, 0)} for d in domains
     }
@@ -469,18 +473,16 @@ def materialize_dataset(settings: dict, out_dir: str | Path) -> dict:
                 tmp = files.temp_file(final)
                 writer = zstandard.ZstdCompressor(level=3).stream_writer(tmp.open("wb"), closefd=True)
                 temps[(domain, split)] = (tmp, writer)
-        read_splits = ("train",) if source["valid_split"] is None else sources.SPLITS
-        for read_split in read_splits:
-            for domain, split, text in sources.iter_all_domains(settings, read_split):
-                temps[(domain, split)][1].write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
-                counts[domain]["documents"][split] += 1
-                counts[domain]["bytes"][split] += sources.utf8_length(text)
+        for domain, split, text in sources.kind_of(source).materialized_documents(settings):
+            temps[(domain, split)][1].write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
+            counts[domain]["documents"][split] += 1
+            counts[domain]["bytes"][split] += sources.utf8_length(text)
         for _tmp, writer in temps.values():
             writer.close()
-        manifest = {
-            "kind": "huggingface",
+        manifest: dict[str, Any] = {
+            "kind": source["kind"],
             "materialized": True,
-            "seed": settings["seed"],
+            "seed": settings.seed,
             "source": source,
             "domains": {},
         }
@@ -509,16 +511,16 @@ def corpus_outputs(config: dict) -> list[str]:
     return outputs
 
 
-def describe_source(settings: dict, out_dir: str | Path) -> dict:
+def describe_source(settings: DataSettings, out_dir: str | Path) -> dict:
     """Manifest for a source read in place: its settings and local files (with sizes)."""
-    source = settings["data"]["source"]
-    manifest = {
-        "kind": settings["data"]["source"]["kind"],
-        "seed": settings["seed"],
-        "source": settings["data"]["source"],
+    source = settings.data.source
+    manifest: dict[str, Any] = {
+        "kind": source["kind"],
+        "seed": settings.seed,
+        "source": source,
         "domains": {},
     }
-    for domain in settings["domains"]:
+    for domain in settings.domains:
         manifest["domains"][domain] = {
             split: [{"path": p, "bytes": os.path.getsize(p)} for p in sources.local_files(source, domain, split)]
             for split in sources.SPLITS
@@ -536,22 +538,24 @@ def main(argv: list[str]) -> int:
         help="build only this demo validation-only set (settings: regmix.config.validation_set_settings)",
     )
     args = parser.parse_args(argv)
-    settings = parse_settings(args.settings)
-    source = settings["data"]["source"]
+    settings = DataSettings.from_json(
+        parse_settings(args.settings), "validation_set" if args.validation_set else "corpus"
+    )
+    step = sources.corpus_step(settings.data.source)
     if args.validation_set:
         record = build_validation_set(settings, args.out, args.validation_set)
         print(
             f"validation set {record['name']} (held-out {record['domain']}): "
             f"{record['documents']} docs {record['bytes']:,d} B"
         )
-    elif source["kind"] == "huggingface" and source["materialize"]:
+    elif step is CorpusStep.MATERIALIZE:
         manifest = materialize_dataset(settings, args.out)
         for domain, entry in manifest["domains"].items():
             print(
                 f"{domain:20s} train {entry['documents']['train']:9d} docs   valid "
                 f"{entry['documents']['valid']:7d} docs"
             )
-    elif source["kind"] == "demo":
+    elif step is CorpusStep.BUILD:
         manifest = build_demo(settings, args.out)
         for domain, entry in manifest["domains"].items():
             print(

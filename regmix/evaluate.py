@@ -24,6 +24,7 @@ from pathlib import Path
 
 from regmix import files, sources
 from regmix.config import parse_settings
+from regmix.settings.data import ReadSettings
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -235,8 +236,9 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             f"large model's window of {settings['window']} tokens (choices are capped in bytes, at most one token each)"
         )
     index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
+    reading = ReadSettings.from_json(settings, "eval_tasks")  # what sources.iter_documents reads
     for domain in settings["domains"]:
-        docs = [t for t in sources.iter_documents(settings, corpus_dir, domain, "valid") if t.strip()]
+        docs = [t for t in sources.iter_documents(reading, corpus_dir, domain, "valid") if t.strip()]
         if not docs:
             raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
         rng = random.Random(f"{settings['seed']}:{domain}")

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from regmix import files, sources
 from regmix.layout import TokenDir
 from regmix.pieces import document_pieces
 from regmix.settings import parse_settings
+from regmix.settings.data import DataSettings
 
 MAX_UINT16_VOCAB = 65535
 
@@ -51,7 +53,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 # --------------------------------------------------------------------------- encoding
 
-_ENCODER = None  # per-process tokenizer of the worker pool
+_ENCODER: Encoder | None = None  # per-process tokenizer of the worker pool
 
 
 class Encoder:
@@ -118,6 +120,8 @@ def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, max_chunk_chars: 
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    if _ENCODER is None:
+        raise RuntimeError("the worker's tokenizer was not set up (_init_worker)")
     return _ENCODER(texts)
 
 
@@ -153,7 +157,7 @@ def encode_stream(
     batches = _batches(texts, batch_bytes, source_hash)
     first = next(batches, None)
     second = next(batches, None) if first is not None else None
-    if workers <= 1 or second is None:  # one batch: starting processes would cost more than it saves
+    if workers <= 1 or first is None or second is None:  # one batch: starting processes would cost more than it saves
         encoder = Encoder(tokenizer_json, eos_id, dtype.name, max_chunk_chars)
         for batch, sizes in itertools.chain(filter(None, (first, second)), batches):
             yield (batch, sizes, *encoder(batch))
@@ -189,28 +193,30 @@ class ShardWriter:
         self.dtype, self.shard_max_tokens = dtype, shard_max_tokens
         self.temps: list[Path] = []
         self.counts: list[int] = []
-        self._handle = None
+        self._handle: BinaryIO | None = None
 
     def shard_name(self, index: int) -> str:
         stem = self.out_path.name[: -len(".bin")] if self.out_path.name.endswith(".bin") else self.out_path.name
         return self.out_path.name if index == 0 else f"{stem}.{index:05d}.bin"
 
-    def _open_next(self) -> None:
+    def _open_next(self) -> BinaryIO:
         if self._handle:
             self._handle.close()
         tmp = files.temp_file(self.out_path)
-        self._handle = tmp.open("wb")
+        self._handle = handle = tmp.open("wb")
         self.temps.append(tmp)
         self.counts.append(0)
+        return handle
 
     def write(self, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        handle = self._handle
         while tokens.size:
-            if not self.temps or self.counts[-1] >= self.shard_max_tokens:
-                self._open_next()
+            if handle is None or not self.temps or self.counts[-1] >= self.shard_max_tokens:
+                handle = self._open_next()
             room = self.shard_max_tokens - self.counts[-1]
             part, tokens = tokens[:room], tokens[room:]
-            part.tofile(self._handle)
+            part.tofile(handle)
             self.counts[-1] += part.size
 
     @property
@@ -220,7 +226,8 @@ class ShardWriter:
     def commit(self) -> list[str]:
         if not self.temps:
             self._open_next()  # an empty split still gets its (empty) first file
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
         names = [self.shard_name(i) for i in range(len(self.temps))]
         for tmp, name in zip(self.temps, names, strict=False):
             files.commit_file(tmp, self.out_path.parent / name)
@@ -295,7 +302,7 @@ class ProgressLine:
 
 
 def tokenize_split(
-    settings: dict,
+    settings: DataSettings,
     corpus_dir: str | Path | None,
     tokenizer_dir: str | Path,
     domain: str,
@@ -306,11 +313,11 @@ def tokenize_split(
 ) -> dict:
     """Tokenize (domain, split) to `out_path` (+ shards) and its sidecar; return the sidecar.
 
-    With `validation_set`, `domain` names a validation-only set (settings["validation_sets"])
+    With `validation_set`, `domain` names a validation-only set (settings.validation_sets)
     and `split` must be "valid": the set has only that split."""
     from regmix.tokenizer import fingerprint_of
 
-    data = settings["data"]
+    data = settings.data
     tokenizer_dir = Path(tokenizer_dir)
     fingerprint = fingerprint_of(tokenizer_dir)
     vocab_size, eos_id = fingerprint["vocab_size"], fingerprint["eos_id"]
@@ -319,9 +326,9 @@ def tokenize_split(
     if validation_set and split != "valid":
         raise ValueError(f"validation set {domain!r}: has only the valid split, not {split!r}")
     label = f"validation set {domain!r}" if validation_set else f"domain {domain!r} split {split!r}"
-    limit = (data["token_limit"] or {}).get(domain) if split == "train" else None
+    limit = (data.token_limit or {}).get(domain) if split == "train" else None
     sampler = LimitSampler(limit) if limit else None
-    writer = ShardWriter(out_path, dtype, data["shard_max_tokens"])
+    writer = ShardWriter(out_path, dtype, data.shard_max_tokens)
     source_hash = hashlib.sha256()
     documents = total_bytes = 0
     try:
@@ -335,9 +342,9 @@ def tokenize_split(
             str(tokenizer_dir / "tokenizer.json"),
             eos_id,
             dtype,
-            data["workers"],
-            data["batch_bytes"],
-            data["max_chunk_chars"],
+            data.workers,
+            data.batch_bytes,
+            data.max_chunk_chars,
             source_hash,
         )
         order = 0
@@ -351,7 +358,7 @@ def tokenize_split(
                 continue
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             for i, text in enumerate(batch):
-                key = sources.unit_hash(text, settings["seed"], "token_limit")
+                key = sources.unit_hash(text, settings.seed, "token_limit")
                 sampler.add(key, order, tokens[offsets[i] : offsets[i + 1]].copy(), sizes[i])
                 order += 1
         if sampler is not None:
@@ -388,7 +395,7 @@ def tokenize_split(
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint["sha256"],
         "source_fingerprint": source_hash.hexdigest(),
-        "provenance": files.provenance(settings, [tokenizer_dir / "tokenizer.json"]),
+        "provenance": files.provenance(settings.raw, [tokenizer_dir / "tokenizer.json"]),
     }
     files.write_json(sidecar_path(out_path), sidecar)
     return sidecar
@@ -414,7 +421,8 @@ def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str, what: s
 
 
 def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, int]]:
-    counts, fingerprints = {}, set()
+    counts: dict[str, dict[str, int]] = {}
+    fingerprints: set[str] = set()
     for domain in settings["domains"]:
         counts[domain] = {}
         for split in sources.SPLITS:
@@ -463,7 +471,7 @@ def main(argv: list[str]) -> int:
     if args.validation_set and args.split not in (None, "valid"):
         parser.error("a validation set has only the valid split")
     sidecar = tokenize_split(
-        parse_settings(args.settings),
+        DataSettings.from_json(parse_settings(args.settings), "validation_set" if args.validation_set else "tokenize"),
         args.corpus,
         args.tokenizer,
         name,

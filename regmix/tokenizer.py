@@ -9,27 +9,29 @@ token files can say which tokenizer made them.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from regmix import files, sources
 from regmix.pieces import document_pieces
 from regmix.settings import parse_settings
+from regmix.settings.data import TokenizerSettings
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 FINGERPRINT_FILE = "fingerprint.json"
 
 
-def training_texts(settings: dict, corpus_dir: str | Path | None) -> Iterator[str]:
+def training_texts(settings: TokenizerSettings, corpus_dir: str | Path | None) -> Iterator[str]:
     """Train-split documents of every domain, domain by domain, each domain capped in bytes.
 
     Long documents come as `document_pieces` of at most `data.max_chunk_chars`: the pieces
     hold the same words as the whole document, so the trainer counts the same words (and
     learns the same merges) without pre-tokenizing a huge text at once.
     """
-    cap, max_chars = settings["tokenizer"]["train_max_bytes_per_domain"], settings["data"]["max_chunk_chars"]
-    for domain in settings["domains"]:
+    cap, max_chars = settings.tokenizer.train_max_bytes_per_domain, settings.data.max_chunk_chars
+    for domain in settings.domains:
         used = 0
         for text in sources.iter_documents(settings, corpus_dir, domain, "train"):
             yield from document_pieces(text, max_chars)
@@ -89,8 +91,9 @@ def fingerprint_of(tokenizer_dir: str | Path) -> dict:
     return files.read_json(path)
 
 
-def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
-    """Write into a temporary sibling folder, then rename it into place (never half-written)."""
+def save(tokenizer, out_dir: str | Path, settings_json: Mapping[str, Any], kind: str) -> dict:
+    """Write into a temporary sibling folder, then rename it into place (never half-written);
+    `settings_json` (the settings as given) goes into the fingerprint's provenance."""
     with files.atomic_dir(out_dir) as staging:
         tokenizer.save_pretrained(staging)
         tokenizer_json = staging / "tokenizer.json"
@@ -103,18 +106,20 @@ def save(tokenizer, out_dir: str | Path, settings: dict, kind: str) -> dict:
             "eos_id": tokenizer.eos_token_id,
             "pad_id": tokenizer.pad_token_id,
             "eos_token": tokenizer.eos_token,
-            "provenance": files.provenance(settings),
+            "provenance": files.provenance(settings_json),
         }
         files.write_json(staging / FINGERPRINT_FILE, fingerprint)
     return fingerprint
 
 
-def build(settings: dict, corpus_dir: str | Path | None, out_dir: str | Path) -> dict:
-    spec = settings["tokenizer"]
-    if spec["kind"] == "pretrained":
-        return save(load_pretrained(spec["name"]), out_dir, settings, "pretrained")
-    bpe = train_bpe(training_texts(settings, corpus_dir), spec["vocab_size"])
-    return save(wrap(bpe), out_dir, settings, "train")
+def build(settings: TokenizerSettings, corpus_dir: str | Path | None, out_dir: str | Path) -> dict:
+    spec = settings.tokenizer
+    if spec.kind == "pretrained":
+        if spec.name is None:  # refused by regmix.config; a hand-written settings JSON may still lack it
+            raise ValueError("tokenizer.name: required when tokenizer.kind is 'pretrained'")
+        return save(load_pretrained(spec.name), out_dir, settings.raw, "pretrained")
+    bpe = train_bpe(training_texts(settings, corpus_dir), spec.vocab_size)
+    return save(wrap(bpe), out_dir, settings.raw, "train")
 
 
 def main(argv: list[str]) -> int:
@@ -123,7 +128,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--corpus", default=None, help="corpus folder (R/corpus; read by the demo source)")
     parser.add_argument("--out", required=True, help="tokenizer folder to write (R/tokenizer)")
     args = parser.parse_args(argv)
-    fingerprint = build(parse_settings(args.settings), args.corpus, args.out)
+    fingerprint = build(TokenizerSettings.from_json(parse_settings(args.settings)), args.corpus, args.out)
     print(
         f"tokenizer ({fingerprint['kind']}): vocab {fingerprint['vocab_size']}, eos id "
         f"{fingerprint['eos_id']}, sha256 {fingerprint['sha256'][:16]}"

@@ -13,6 +13,7 @@ import yaml
 
 from regmix import corpus, files, sources
 from regmix.config import stage_settings, validate_config
+from regmix.settings.data import DataSettings
 
 CAP = 50_000
 
@@ -117,10 +118,10 @@ def test_arithmetic_answers_are_correct():
 
 def test_build_is_deterministic_and_seeded(built, tmp_path):
     root, manifest = built
-    again = corpus.build_demo(demo_settings(), tmp_path / "again")
+    again = corpus.build_demo(DataSettings.from_json(demo_settings()), tmp_path / "again")
     for domain in corpus.DEMO_DOMAINS:
         assert again["domains"][domain]["files"] == manifest["domains"][domain]["files"]
-    other = corpus.build_demo(demo_settings(seed=1), tmp_path / "seed1")
+    other = corpus.build_demo(DataSettings.from_json(demo_settings(seed=1)), tmp_path / "seed1")
     assert other["domains"]["arithmetic"]["files"] != manifest["domains"]["arithmetic"]["files"]
     assert other["domains"]["code"]["sources"] != manifest["domains"]["code"]["sources"]
 
@@ -164,7 +165,7 @@ class A:
 def test_a_domain_without_documents_is_an_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "scan_files", lambda roots: [])
     with pytest.raises(ValueError, match="demo domain 'code': no documents"):
-        corpus.build_demo(demo_settings(), tmp_path / "empty")
+        corpus.build_demo(DataSettings.from_json(demo_settings()), tmp_path / "empty")
     assert not (tmp_path / "empty").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -14,6 +15,8 @@ import zstandard
 
 from regmix import sources
 from regmix.config import ConfigError, stage_settings, validate_config
+from regmix.settings.data import DataSettings
+from regmix.sources.parquet import parquet_records
 
 
 def make_config(domains, source, **data):
@@ -21,7 +24,7 @@ def make_config(domains, source, **data):
 
 
 def settings_of(config):
-    return stage_settings(config, "tokenize")
+    return DataSettings.from_json(stage_settings(config, "tokenize"))
 
 
 def docs(config, domain, split, corpus_dir=None, stats=None):
@@ -97,7 +100,7 @@ def test_corrupt_compressed_file_is_one_error_naming_it(regmix_layout, name, dam
 def test_unreadable_parquet_file_names_it(tmp_path):
     (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(sources.CorruptFileError, match=r"a.parquet: not a readable Parquet file"):
-        list(sources._parquet_records([str(tmp_path / "a.parquet")], "text"))
+        list(parquet_records([str(tmp_path / "a.parquet")], "text"))
 
 
 def test_keys_of_another_kind_are_rejected(regmix_layout):
@@ -120,7 +123,7 @@ def test_missing_valid_folder_splits_train_by_seeded_hash(tmp_path):
     assert sorted(train + valid) == sorted(texts) and not set(train) & set(valid)
     assert 20 <= len(valid) <= 60
     assert all(sources.in_valid_split(t, 0, 0.2) for t in valid)
-    reseeded = {**settings_of(config), "seed": 1}
+    reseeded = dataclasses.replace(settings_of(config), seed=1)
     assert list(sources.iter_documents(reseeded, None, "alpha", "valid")) != valid
 
 
@@ -317,7 +320,7 @@ def test_materializing_fails_whole_when_a_domain_is_empty(pile_like, tmp_path):
     }
     config = make_config(list(PILE_NAMES.values()), source)
     with pytest.raises(ValueError, match=r"domain 'freelaw' split 'train': no documents"):
-        corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
+        corpus.materialize_dataset(DataSettings.from_json(stage_settings(config, "corpus")), tmp_path / "corpus")
     assert not [p for p in (tmp_path / "corpus").rglob("*") if p.is_file()]
 
 
@@ -344,7 +347,7 @@ def test_huggingface_null_texts_count_as_unreadable(tmp_path, materialize):
     config = make_config(list(PILE_NAMES.values()), source, max_undecodable_fraction=0.2, valid_fraction=0.2)
     with pytest.raises(ValueError, match=r"domain 'arxiv'.*10 of 40 records unreadable"):
         if materialize:
-            corpus.materialize_dataset(stage_settings(config, "corpus"), tmp_path / "corpus")
+            corpus.materialize_dataset(DataSettings.from_json(stage_settings(config, "corpus")), tmp_path / "corpus")
         else:
             docs(config, "arxiv", "train")
 
@@ -414,7 +417,7 @@ def test_a_huge_line_is_held_at_most_twice_while_read(tmp_path, kind):
         files = {d: {"train": str(folder / f"{d}.txt")} for d in ("alpha", "beta")}
         source = {"kind": "text", "files": files, "text_unit": "line"}
     config = make_config(["alpha", "beta"], source, valid_fraction=0.01)
-    settings = {**settings_of(config), "seed": 0}
+    settings = dataclasses.replace(settings_of(config), seed=0)
     assert not sources.in_valid_split(text, 0, 0.01)
     tracemalloc.start()
     try:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from regmix import cli, files, tokenization, tokenizer
 from regmix.config import stage_settings, validate_config
 from regmix.pieces import document_pieces
+from regmix.settings.data import DataSettings, TokenizerSettings
 
 DOMAINS = ["docs", "arithmetic"]
 SIDECAR_KEYS = {
@@ -50,16 +51,17 @@ CORPUS = {
 }
 
 
-def settings_for(**data):
+def settings_for(seed=0, **data):
     config = validate_config(
         {
+            "seed": seed,
             "domains": DOMAINS,
             "regression": {"target": "mean"},
             "tokenizer": {"vocab_size": 300},
             "data": {"source": {"kind": "demo"}, **data},
         }
     )
-    return stage_settings(config, "tokenize")
+    return DataSettings.from_json(stage_settings(config, "tokenize"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def setup(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     config = validate_config({"domains": DOMAINS, "regression": {"target": "mean"}, "tokenizer": {"vocab_size": 300}})
-    tokenizer.build(stage_settings(config, "tokenizer"), root / "corpus", root / "tok")
+    tokenizer.build(TokenizerSettings.from_json(stage_settings(config, "tokenizer")), root / "corpus", root / "tok")
     return root
 
 
@@ -164,7 +166,7 @@ def test_token_limit_keeps_a_seeded_sample_in_original_order(setup, tmp_path):
     limit = full_sidecar["tokens"] // 3
     kept = {}
     for seed, workers in [(0, 1), (0, 2), (5, 1)]:
-        settings = {**settings_for(token_limit={"docs": limit}, workers=workers, batch_bytes=2000), "seed": seed}
+        settings = settings_for(seed, token_limit={"docs": limit}, workers=workers, batch_bytes=2000)
         out = tmp_path / f"s{seed}w{workers}" / "train.bin"
         sidecar = tokenization.tokenize_split(settings, setup / "corpus", setup / "tok", "docs", "train", out)
         tokens = np.fromfile(out, dtype=np.uint16)
@@ -203,7 +205,7 @@ def test_too_few_tokens_fails_naming_the_domain_and_leaves_nothing(setup, tmp_pa
     argv = [
         "tokenize",
         "--settings",
-        json.dumps(settings_for()),
+        json.dumps(settings_for().raw),
         "--corpus",
         str(setup / "corpus"),
         "--tokenizer",
@@ -247,7 +249,7 @@ def test_prior_and_token_counts_from_sidecars(setup, tmp_path, capsys):
     argv = [
         "prior",
         "--settings",
-        json.dumps(settings),
+        json.dumps(settings.raw),
         "--data",
         str(tmp_path / "data"),
         "--out-prior",

@@ -11,6 +11,7 @@ import pytest
 
 from regmix import files, tokenizer
 from regmix.config import stage_settings, validate_config
+from regmix.settings.data import TokenizerSettings
 
 DOMAINS = ["docs", "arithmetic"]
 
@@ -85,7 +86,7 @@ def test_fingerprint_is_the_sha256_of_tokenizer_json(trained):
 
 def test_training_is_deterministic(trained, tmp_path):
     root, settings = trained
-    tokenizer.build(settings, root / "corpus", tmp_path / "again")
+    tokenizer.build(TokenizerSettings.from_json(settings), root / "corpus", tmp_path / "again")
     assert files.sha256_file(tmp_path / "again" / "tokenizer.json") == files.sha256_file(
         root / "tok" / "tokenizer.json"
     )
@@ -96,7 +97,7 @@ def test_pretrained_kind_loads_a_local_directory(trained, tmp_path):
 
     root, settings = trained
     spec = {**settings, "tokenizer": {**settings["tokenizer"], "kind": "pretrained", "name": str(root / "tok")}}
-    fingerprint = tokenizer.build(spec, None, tmp_path / "pre")
+    fingerprint = tokenizer.build(TokenizerSettings.from_json(spec), None, tmp_path / "pre")
     assert fingerprint["kind"] == "pretrained" and fingerprint["vocab_size"] == 400
     original, copy = AutoTokenizer.from_pretrained(root / "tok"), AutoTokenizer.from_pretrained(tmp_path / "pre")
     assert original.get_vocab() == copy.get_vocab() and copy.eos_token_id == original.eos_token_id
@@ -111,7 +112,7 @@ def test_pretrained_without_eos_is_refused(trained, tmp_path):
     bare.save_pretrained(tmp_path / "bare")
     spec = {**settings, "tokenizer": {**settings["tokenizer"], "kind": "pretrained", "name": str(tmp_path / "bare")}}
     with pytest.raises(ValueError, match="no end-of-text token"):
-        tokenizer.build(spec, None, tmp_path / "out")
+        tokenizer.build(TokenizerSettings.from_json(spec), None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -141,7 +142,7 @@ def test_long_documents_train_the_same_tokenizer_in_pieces(tmp_path):
                 "tokenizer": {"vocab_size": 400},
             }
         )
-        settings = stage_settings(config, "tokenizer")
+        settings = TokenizerSettings.from_json(stage_settings(config, "tokenizer"))
         texts = list(tokenizer.training_texts(settings, tmp_path / "corpus"))
         assert max(map(len, texts)) <= max_chunk_chars and "".join(texts).count("jumps") == sum(
             d.count("jumps") for d in documents

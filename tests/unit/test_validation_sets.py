@@ -15,6 +15,7 @@ from regmix.collect.database import build_database
 from regmix.collect.proxies import collect_proxies
 from regmix.config import ConfigError, stage_settings, validate_config, validation_set_settings
 from regmix.regression.data import load_swarm_from_duckdb, read_swarm_csvs, target_values
+from regmix.settings.data import DataSettings, TokenizerSettings
 from regmix.targets import parse_target, study_target
 from tests.helpers import synthetic_run as run
 
@@ -110,8 +111,8 @@ def test_a_set_changes_only_its_own_and_the_scoring_stages_settings():
 # ----------------------------------------------------------------- reading, tokens
 
 
-def reading_settings(sets: dict) -> dict:
-    return validation_set_settings(config_with(sets), next(iter(sets)))
+def reading_settings(sets: dict) -> DataSettings:
+    return DataSettings.from_json(validation_set_settings(config_with(sets), next(iter(sets))), "validation_set")
 
 
 def test_text_and_jsonl_sets_are_read_in_order(tmp_path):
@@ -144,7 +145,8 @@ def test_a_huggingface_set_keeps_the_rows_of_the_named_values(tmp_path):
     }
     config = config_with({"pile_cc": spec})
     assert sources.validation_set_files(config, "pile_cc") == [str(path)]
-    docs = list(sources.iter_validation_documents(validation_set_settings(config, "pile_cc"), None, "pile_cc"))
+    settings = DataSettings.from_json(validation_set_settings(config, "pile_cc"), "validation_set")
+    docs = list(sources.iter_validation_documents(settings, None, "pile_cc"))
     assert docs == [f"Pile-CC row {i}" for i in range(3)]
 
 
@@ -162,7 +164,7 @@ def test_an_empty_or_missing_set_is_an_error_naming_it(tmp_path):
 
 def test_a_demo_set_is_the_held_out_slice_of_an_untrained_domain(tmp_path):
     config = config_with({"held": {"kind": "demo", "domain": "structured"}}, data={"demo_max_bytes_per_domain": 30000})
-    settings = validation_set_settings(config, "held")
+    settings = DataSettings.from_json(validation_set_settings(config, "held"), "validation_set")
     record = corpus.build_validation_set(settings, tmp_path / "corpus", "held")
     docs = list(sources.iter_validation_documents(settings, tmp_path / "corpus", "held"))
     assert record["documents"] == len(docs) > 0
@@ -180,7 +182,7 @@ def tok(tmp_path_factory):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps({"text": f"{domain} text number {i}"}) + "\n" for i in range(50)))
     config = validate_config({"domains": DOMAINS, "regression": {"target": "mean"}, "tokenizer": {"vocab_size": 300}})
-    tokenizer.build(stage_settings(config, "tokenizer"), root / "corpus", root / "tok")
+    tokenizer.build(TokenizerSettings.from_json(stage_settings(config, "tokenizer")), root / "corpus", root / "tok")
     return root / "tok"
 
 

@@ -140,6 +140,7 @@ def study_config(tmp_path_factory) -> Path:
     sets of the same held-out documents."""
     from regmix.config import load_config, stage_settings
     from regmix.corpus import build_demo
+    from regmix.settings.data import DataSettings
 
     folder = tmp_path_factory.mktemp("study")
     raw = yaml.safe_load((REPO_DIR / "config" / "micro.yaml").read_text())
@@ -147,7 +148,7 @@ def study_config(tmp_path_factory) -> Path:
     demo_sets = {n: s["domain"] for n, s in config.get("validation_sets", {}).items() if s["kind"] == "demo"}
     corpus_settings = stage_settings(config, "corpus")
     corpus_settings["domains"] = [*config["domains"], *demo_sets.values()]
-    build_demo(corpus_settings, folder / "corpus")
+    build_demo(DataSettings.from_json(corpus_settings), folder / "corpus")
     for split in ("train", "valid"):
         (folder / "data" / split).mkdir(parents=True)
         for domain in config["domains"]:
