@@ -148,8 +148,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        # the CPU kernel's bf16 backward is ~8x slower than its float32 one, and
-        # attention is a small share of the FLOPs: run it in float32
+        # the CPU kernel's bf16 backward is several times slower than its float32 one
+        # (README "Measured figures"), and attention is a small share of the FLOPs: run it
+        # in float32
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)

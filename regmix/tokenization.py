@@ -9,8 +9,9 @@ size. The tokenizer itself is never given more than `data.max_chunk_chars` chara
 call (see `document_pieces`), so its working memory (about 125 bytes per character for a
 byte-level BPE) is bounded by that setting, not by the longest document. What still grows
 with a document is its text (a Python str, 1, 2 or 4 bytes per character, held twice
-while its JSON line is parsed) and its ids (2 or 4 bytes per token): for one 30 MB
-document, peak RSS 0.38 GB instead of 3.8 GB (`benchmarks/long_document.py`).
+while its JSON line is parsed) and its ids (2 or 4 bytes per token).
+`benchmarks/long_document.py` measures the peak memory of one long document, whole vs in
+pieces (README "Measured figures").
 Each document is followed by the EOS token. Token files are uint16 when the
 vocabulary fits (<= 65535 ids), else uint32, cut into shards of `data.shard_max_tokens`
 (`train.bin`, `train.00001.bin`, ...) that the sidecar lists in order.
