@@ -12,7 +12,7 @@ mkdir -p "$out"
 py="${PYTHON:-python3}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
-"$py" -m pytest -q tests/test_gpu.py tests/test_model.py 2>&1 | tee "$out/tests.txt"
+"$py" -m pytest -q tests/workflow/test_gpu.py tests/unit/test_model.py 2>&1 | tee "$out/tests.txt"
 # batch 32 x 2048 tokens per model and step; K=8 stacks 8 of them in one step
 "$py" benchmarks/train_throughput.py --model tinyllama_1M --batch 32 --micro 32 --pack 8 --steps 10 --warmup 3 \
     --small-micro 0 --device cuda 2>&1 | tee "$out/throughput_eager.txt"

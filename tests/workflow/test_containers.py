@@ -12,7 +12,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import REPO_DIR
+from tests.helpers import REPO_DIR
 
 LOCK = REPO_DIR / "requirements.lock"
 CONTAINERFILE = REPO_DIR / "containers" / "Containerfile"

@@ -12,7 +12,8 @@ from regmix import archive
 from regmix.cli import main as cli_main
 from regmix.config import REPO_DIR
 from regmix.settings.outputs import ArchiveSettings
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
+from tests.helpers.archives import crafted_archive
 
 CONTAINER = "docker://ghcr.io/regmix-pipeline/regmix:0.1.0"
 
@@ -181,32 +182,6 @@ def test_missing_report_is_recorded_not_faked(tmp_path, results):
     assert record["absent_optional_files"] == [str(tmp_path / "no-report.html")]
 
 
-def _crafted(path: Path, members, manifest_names=None) -> Path:
-    """A tar.gz of `members` (name, data or ("type", tarfile type)) whose manifest lists
-    `manifest_names` (default: every regular member's name under regmix-run/)."""
-    entries = []
-    for name, content in members:
-        info = tarfile.TarInfo(name)
-        if isinstance(content, tuple):  # ("type", a tarfile type constant)
-            info.type, info.linkname, content = content[1], "/etc/passwd", None
-        else:
-            info.size = len(content)
-        entries.append((info, content))
-    if manifest_names is None:
-        manifest_names = [i.name.removeprefix("regmix-run/") for i, c in entries if c is not None]
-    data = {i.name: c for i, c in entries if c is not None}
-    lines = "".join(
-        f"{hashlib.sha256(data.get(f'regmix-run/{n}', data.get(n, b''))).hexdigest()}  {n}\n" for n in manifest_names
-    ).encode()
-    with tarfile.open(path, "w:gz") as tar:
-        manifest = tarfile.TarInfo(f"regmix-run/{archive.MANIFEST}")
-        manifest.size = len(lines)
-        tar.addfile(manifest, io.BytesIO(lines))
-        for info, content in entries:
-            tar.addfile(info, io.BytesIO(content) if content is not None else None)
-    return path
-
-
 UNSAFE = {
     "dotdot": ([("regmix-run/../evil.txt", b"x")], None, "not a plain relative path"),
     "absolute": ([("/tmp/evil.txt", b"x")], ["/tmp/evil.txt"], "not a plain relative path"),
@@ -225,7 +200,7 @@ UNSAFE = {
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_verify_refuses_unsafe_archives_and_extracts_nothing(tmp_path, monkeypatch, capsys, case):
     members, manifest_names, reason = UNSAFE[case]
-    out = _crafted(tmp_path / "crafted.tar.gz", members, manifest_names)
+    out = crafted_archive(tmp_path / "crafted.tar.gz", members, manifest_names)
     work = tmp_path / "work" / "deeper"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
@@ -238,7 +213,7 @@ def test_verify_refuses_unsafe_archives_and_extracts_nothing(tmp_path, monkeypat
 
 
 def test_verify_accepts_a_crafted_safe_archive(tmp_path):
-    out = _crafted(tmp_path / "safe.tar.gz", [("regmix-run/a.txt", b"x"), ("regmix-run/sub/b.txt", b"y")])
+    out = crafted_archive(tmp_path / "safe.tar.gz", [("regmix-run/a.txt", b"x"), ("regmix-run/sub/b.txt", b"y")])
     assert archive.verify_archive(out) == 2
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from regmix.data import MixtureBatches, TokenStream, domain_assignment, load_mixture, validation_windows
-from tests.test_train import write_tokens
+from tests.helpers.training import write_tokens
 
 
 def test_token_stream_spans_files(tmp_path):

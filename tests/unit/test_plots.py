@@ -10,7 +10,7 @@ from regmix import plots
 from regmix.cli import main as cli_main
 from regmix.collect.database import build_database
 from regmix.config import REPO_DIR
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
 
 
 @pytest.fixture(scope="module")

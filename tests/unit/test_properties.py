@@ -29,7 +29,7 @@ from regmix.config import (
     validate_config,
 )
 from regmix.regression import read_swarm_csvs
-from tests.test_archive import _crafted
+from tests.helpers.archives import crafted_archive
 
 
 @contextlib.contextmanager
@@ -380,7 +380,7 @@ contents = st.binary(max_size=64)
 def test_a_well_formed_archive_of_safe_names_verifies(names, payloads):
     members = [(f"{ROOT}/{name}", data) for name, data in zip(names, payloads, strict=False)]
     with fresh_dir() as folder:
-        out = _crafted(folder / "run.tar.gz", members)
+        out = crafted_archive(folder / "run.tar.gz", members)
         assert archive.verify_archive(out) == len(names)
 
 
@@ -408,7 +408,7 @@ def test_an_unsafe_member_name_is_refused(names, bad, data):
     members = [(f"{ROOT}/{n}", data.draw(contents)) for n in names]
     members.insert(data.draw(st.integers(0, len(members))), (bad, data.draw(contents)))
     with fresh_dir() as folder:
-        out = _crafted(folder / "run.tar.gz", members)
+        out = crafted_archive(folder / "run.tar.gz", members)
         with pytest.raises(ValueError, match="refused") as err:
             archive.verify_archive(out)
         # named as the member, or as the manifest line listing it (tarfile reads "a/" as folder "a")
@@ -429,7 +429,7 @@ def test_duplicate_members_and_links_are_refused(names, data):
         extra, reason = (f"{ROOT}/{twice}.link", ("type", link_type)), "a link"
     members.insert(data.draw(st.integers(0, len(members))), extra)
     with fresh_dir() as folder:
-        out = _crafted(folder / "run.tar.gz", members, [n.removeprefix(f"{ROOT}/") for n, c in members])
+        out = crafted_archive(folder / "run.tar.gz", members, [n.removeprefix(f"{ROOT}/") for n, c in members])
         with pytest.raises(ValueError, match="refused") as err:
             archive.verify_archive(out)
         assert reason in str(err.value) and repr(extra[0]) in str(err.value), err.value

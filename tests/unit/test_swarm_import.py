@@ -18,8 +18,8 @@ from regmix.regression import load_model
 from regmix.regression.swarm_import import read_import
 from regmix.settings.outputs import ResultsSettings
 from regmix.targets import target_slug
-from tests import synthetic_run as run
-from tests.test_bad_input import assert_one_line
+from tests.helpers import assert_one_line
+from tests.helpers import synthetic_run as run
 
 OLD = ["code", "docs", "legal"]  # an earlier study's domains
 NEW = ["code", "docs", "legal", "math"]  # the study now: one domain added
@@ -379,7 +379,7 @@ def test_workflow_imports_each_swarm_and_fits_every_target_in_one_job(tmp_path):
     """Dry run of the micro config with an extra swarm and two more targets: the DAG and the commands."""
     import yaml
 
-    from tests.conftest import REPO_DIR, copy_workflow, run_snakemake
+    from tests.helpers import REPO_DIR, copy_workflow, run_snakemake
 
     workdir = copy_workflow(tmp_path / "workflow")
     old_mix, old_loss = write(tmp_path, *draw(OLD, 6, seed=12), "old_")

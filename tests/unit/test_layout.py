@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from regmix.layout import Layout
-
-REPO_DIR = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_DIR
 
 
 def test_paths_under_the_results_dir():

@@ -11,7 +11,7 @@ from regmix.collect.database import build_database
 from regmix.collect.proxies import collect_proxies
 from regmix.collect.rows import eval_rows
 from regmix.collect.statistics import paired_comparisons, spearman_ci, task_power
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
 
 
 def _build(tmp_path, **kwargs):

@@ -2,7 +2,7 @@
 inside the image that containers/build.sh makes.
 
 Apptainer cannot be installed on the machines this project is tested on, so the test puts
-tests/apptainer_standin/apptainer on PATH: a STAND-IN that runs `apptainer exec` with
+tests/workflow/apptainer_standin/apptainer on PATH: a STAND-IN that runs `apptainer exec` with
 podman on the built image (binds, working directory and environment as Apptainer would).
 What only the stand-in made possible is listed in its docstring.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_DIR, copy_workflow, run_snakemake
+from tests.helpers import REPO_DIR, copy_workflow, run_snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
-STANDIN_DIR = REPO_DIR / "tests" / "apptainer_standin"
+STANDIN_DIR = REPO_DIR / "tests" / "workflow" / "apptainer_standin"
 PODMAN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 WHEEL_DIRS = [Path("/opt/wheels")]  # where pip's find-links keeps the CPU torch wheel on these machines
 
@@ -157,6 +157,9 @@ def study_config(tmp_path_factory) -> Path:
         shutil.copy(folder / "corpus" / domain / "valid.jsonl", folder / "sets" / f"{name}.jsonl")
         raw["validation_sets"][name] = {"kind": "jsonl", "files": str(folder / "sets" / f"{name}.jsonl")}
     raw["data"]["source"] = {"kind": "jsonl", "path": str(folder / "data")}
+    # inside against outside needs the chosen mixture and one baseline, not the micro run's
+    # six candidates: each one more is a large run and an evaluation in both runs
+    raw["large"].update(baselines=["prior"], named={}, random_candidates=0)
     del raw["data"]["demo_max_bytes_per_domain"]
     path = folder / "container.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -16,7 +16,7 @@ from regmix.collect.proxies import collect_proxies
 from regmix.config import ConfigError, stage_settings, validate_config, validation_set_settings
 from regmix.regression.data import load_swarm_from_duckdb, read_swarm_csvs, target_values
 from regmix.targets import parse_target, study_target
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
 
 DOMAINS = ["code", "docs", "legal"]
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from regmix.config import load_config
-from tests.cluster import GPU_RULE, NO_CONTAINER, by_rule, copy_cluster_workflow, parse_dry_run, profile
-from tests.conftest import REPO_DIR, run_snakemake
+from tests.helpers import REPO_DIR, run_snakemake
+from tests.helpers.cluster import GPU_RULE, NO_CONTAINER, by_rule, copy_cluster_workflow, parse_dry_run, profile
 
 PAPER = yaml.safe_load((REPO_DIR / "config" / "paper.yaml").read_text())
 DOMAINS = PAPER["domains"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from regmix import checkpoint
-from tests.test_train import REPO_DIR, make_workspace, run, settings, train_losses
+from tests.helpers import REPO_DIR
+from tests.helpers.training import make_workspace, run, settings, train_losses
 
 MIXES = ["mix_0000", "mix_0002"]
 # enough steps that the subprocess is still training when the test signals it

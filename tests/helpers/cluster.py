@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO_DIR, copy_workflow
+from tests.helpers import REPO_DIR, copy_workflow
 
 # Apptainer cannot be installed here, and with the profile's `--sdm apptainer` and the
 # Snakefile's `container:` even a dry run needs it. The rules declare no env modules,

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import REPO_DIR, copy_workflow
+from tests.helpers import REPO_DIR, copy_workflow
 
 
 def test_snakemake_lint_exits_zero(tmp_path):

@@ -15,13 +15,13 @@ import yaml
 
 from regmix import tracking
 from regmix.config import candidate_names, load_config
-from tests.cluster import by_rule, parse_dry_run
-from tests.conftest import run_snakemake
+from tests.helpers import REPO_DIR, run_snakemake
+from tests.helpers.cluster import by_rule, parse_dry_run
 
 pytestmark = pytest.mark.slow
 
 # the micro config's candidates, built-in and random ones included
-MICRO = load_config(Path(__file__).resolve().parents[1] / "config" / "micro.yaml")
+MICRO = load_config(REPO_DIR / "config" / "micro.yaml")
 CANDIDATES = set(candidate_names(MICRO))
 UPSTREAM_OF_PROXIES = {"build_corpus", "train_tokenizer", "tokenize_domain", "compute_prior", "synthesize_mixtures"}
 # the rules of each stage that regmix.tracking names (a pack rule stands for all packs)

@@ -8,7 +8,7 @@ import pytest
 from regmix.cli import main as cli_main
 from regmix.collect.database import build_database
 from regmix.settings.outputs import ResultsSettings
-from tests import synthetic_run as run
+from tests.helpers import synthetic_run as run
 
 
 @pytest.fixture

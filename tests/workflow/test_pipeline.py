@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from regmix.config import candidate_names, load_config
-from tests.conftest import copy_workflow, run_snakemake
+from tests.helpers import copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -24,6 +24,7 @@ import yaml
 
 from regmix.cli import main as cli_main
 from regmix.config import REPO_DIR, stage_settings, validate_config
+from tests.helpers import assert_one_line
 
 MICRO = yaml.safe_load((REPO_DIR / "config" / "micro.yaml").read_text())
 
@@ -33,15 +34,6 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str]:
     code = cli_main(argv)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def assert_one_line(err: str, command: str, *named: str) -> None:
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"regmix {command}: "), err
-    for part in named:
-        assert part in lines[0], (part, err)
 
 
 def set_key(config: dict, dotted: str, value) -> dict:
