@@ -25,6 +25,7 @@ from typing import IO
 from regmix import files
 from regmix.layout import Layout
 from regmix.settings import parse_settings
+from regmix.settings.outputs import ArchiveSettings
 
 MANIFEST = "MANIFEST.sha256"
 PROVENANCE = "PROVENANCE.json"
@@ -103,7 +104,7 @@ def _add(tar: tarfile.TarFile, name: str, source: bytes | Path) -> None:
 
 
 def build_archive(
-    settings: dict,
+    settings: ArchiveSettings,
     results: str | Path,
     configs: list[str | Path],
     out: str | Path,
@@ -116,7 +117,7 @@ def build_archive(
         raise FileNotFoundError(f"results directory not found: {results}")
     root = out.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
     members: dict[str, Path] = {}
-    for relative in result_files(results, settings["archive"]["include_checkpoints"]):
+    for relative in result_files(results, settings.archive.include_checkpoints):
         members[f"results/{relative.as_posix()}"] = results / relative
     for config in map(Path, configs):
         if not config.is_file():
@@ -140,9 +141,9 @@ def build_archive(
         "git_commit": commit,
         "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])) if commit else None,
         "git_remote": _git(["config", "--get", "remote.origin.url"]) if commit else None,
-        "container": settings["container"],
+        "container": settings.container,
         "absent_optional_files": absent,
-        **files.provenance(settings, []),
+        **files.provenance(settings.raw, []),
         "sources": {name: str(path) for name, path in members.items()},
     }
     contents: dict[str, bytes | Path] = dict(members)
@@ -282,7 +283,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report", help="Snakemake HTML report (R/report.html), packed when it exists")
     parser.add_argument("--lock", help="resolved dependency lock (requirements.lock), packed when it exists")
     args = parser.parse_args(argv)
-    manifest = build_archive(parse_settings(args.settings), args.results, args.config, args.out, args.report, args.lock)
+    settings = ArchiveSettings.from_json(parse_settings(args.settings))
+    manifest = build_archive(settings, args.results, args.config, args.out, args.report, args.lock)
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out}: {len(manifest)} files, {size / 1e6:.2f} MB")
     return 0

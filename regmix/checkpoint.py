@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -139,7 +140,7 @@ def clear(out_dirs: Sequence[str | Path]) -> None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -178,4 +179,6 @@ class StopSignals:
 
     @property
     def exit_code(self) -> int:
-        return SIGNALS[self.received]
+        if self.received is None:
+            raise RuntimeError("no stop signal was received")
+        return SIGNALS[signal.Signals(self.received)]

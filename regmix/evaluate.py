@@ -21,10 +21,12 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from regmix import files, sources
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
 from regmix.settings.data import ReadSettings
+from regmix.settings.outputs import EvalTasksSettings, EvaluateSettings, Evaluation, TaskBuilding
 
 TASKS_INDEX = "tasks.json"
 PERPLEXITY = "perplexity"
@@ -73,18 +75,18 @@ def _interleave(docs: list[list[str]], limit: int) -> list[tuple[int, str]]:
 
 
 def _choice_items(
-    segments: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict, rng: random.Random
+    segments: list[tuple[int, str]], pool: list[tuple[int, str]], ev: TaskBuilding, rng: random.Random
 ) -> list[dict]:
     """Multiple-choice items: a segment's context, its true continuation, and continuations
     cut from segments of *other* documents in `pool` (same domain) as distractors."""
 
     def cut(text: str) -> tuple[str, str] | None:
-        pos = _split_point(text, ev["mc_context_chars"])
+        pos = _split_point(text, ev.mc_context_chars)
         if pos is None:
             return None
         context, continuation = (
-            text[max(0, pos - ev["mc_context_chars"]) : pos],
-            _cap_bytes(text[pos : pos + ev["mc_continuation_chars"]], ev["mc_continuation_chars"]),
+            text[max(0, pos - ev.mc_context_chars) : pos],
+            _cap_bytes(text[pos : pos + ev.mc_continuation_chars], ev.mc_continuation_chars),
         )
         return (context, continuation) if context.strip() and continuation.strip() else None
 
@@ -95,9 +97,9 @@ def _choice_items(
             continue
         context, continuation = piece
         others = sorted({c[1] for d, c in candidates if d != doc and c[1] != continuation})
-        if len(others) < ev["mc_choices"] - 1:
+        if len(others) < ev.mc_choices - 1:
             continue
-        choices = [continuation, *rng.sample(others, ev["mc_choices"] - 1)]
+        choices = [continuation, *rng.sample(others, ev.mc_choices - 1)]
         rng.shuffle(choices)
         items.append({"context": context, "choices": choices, "label": choices.index(continuation)})
     return items
@@ -123,11 +125,13 @@ def _line_context(before: list[str], max_chars: int) -> str:
     return "\n".join(taken) + "\n"
 
 
-def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: dict, limit: int, rng: random.Random):
+def _line_items(
+    docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: TaskBuilding, limit: int, rng: random.Random
+) -> list[dict]:
     """Next-line items: the lines before a cut as context, the true next line, and lines of
     *other* documents in `pool` (same domain) as distractors; at most `limit`, taking each
     document's first item, then each second, ... Context and choices are capped in bytes."""
-    cap = ev["mc_continuation_chars"]
+    cap = ev.mc_continuation_chars
 
     def lines(text: str) -> list[str]:
         return text.split("\n")
@@ -143,22 +147,23 @@ def _line_items(docs: list[tuple[int, str]], pool: list[tuple[int, str]], ev: di
         ]
         rng.shuffle(positions)
         per_doc.append((doc, rows, positions, {_cap_bytes(line, cap).strip() for line in rows}))
-    items, seen = [], set()
+    items: list[dict] = []
+    seen: set[tuple[str, str]] = set()
     for depth in range(max((len(p[2]) for p in per_doc), default=0)):
         for doc, rows, positions, own in per_doc:
             if depth >= len(positions) or len(items) >= limit:
                 continue
             i = positions[depth]
             truth = _cap_bytes(rows[i], cap)
-            context = _line_context(rows[:i], ev["mc_context_chars"])
+            context = _line_context(rows[:i], ev.mc_context_chars)
             # a distractor never occurs in the item's own document (it could be a right answer)
             others = sorted({line for d, line in pool_lines if d != doc and line.strip() not in own})
             # lm-eval moves a context's trailing whitespace into the continuation and refuses an
             # empty context, so a context of blank lines alone is no item
-            if not context.strip() or len(others) < ev["mc_choices"] - 1 or (context, truth) in seen:
+            if not context.strip() or len(others) < ev.mc_choices - 1 or (context, truth) in seen:
                 continue
             seen.add((context, truth))
-            choices = [truth, *rng.sample(others, ev["mc_choices"] - 1)]
+            choices = [truth, *rng.sample(others, ev.mc_choices - 1)]
             rng.shuffle(choices)
             items.append({"context": context, "choices": choices, "label": choices.index(truth)})
     return items
@@ -211,7 +216,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     files.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> dict:
+def make_tasks(settings: EvalTasksSettings, corpus_dir: str | Path, out_dir: str | Path) -> dict:
     """Write local lm-eval tasks and `tasks.json`; return the index."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -228,34 +233,34 @@ def make_tasks(settings: dict, corpus_dir: str | Path, out_dir: str | Path) -> d
     return index
 
 
-def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path) -> dict:
-    ev = settings["evaluate"]
-    if ev["mc_continuation_chars"] >= settings["window"]:
+def _write_tasks(settings: EvalTasksSettings, corpus_dir: Path, out_dir: Path, staging: Path) -> dict:
+    ev = settings.tasks
+    if ev.mc_continuation_chars >= settings.window:
         raise ValueError(
-            f"config key 'evaluate.mc_continuation_chars' = {ev['mc_continuation_chars']}: a choice must fit the "
-            f"large model's window of {settings['window']} tokens (choices are capped in bytes, at most one token each)"
+            f"config key 'evaluate.mc_continuation_chars' = {ev.mc_continuation_chars}: a choice must fit the "
+            f"large model's window of {settings.window} tokens (choices are capped in bytes, at most one token each)"
         )
-    index = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
-    reading = ReadSettings.from_json(settings, "eval_tasks")  # what sources.iter_documents reads
-    for domain in settings["domains"]:
+    index: dict[str, Any] = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
+    reading = ReadSettings.from_json(settings.raw, "eval_tasks")  # what sources.iter_documents reads
+    for domain in settings.domains:
         docs = [t for t in sources.iter_documents(reading, corpus_dir, domain, "valid") if t.strip()]
         if not docs:
             raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
-        rng = random.Random(f"{settings['seed']}:{domain}")
+        rng = random.Random(f"{settings.seed}:{domain}")
         rng.shuffle(docs)
         # few-shot examples come from documents that no test item uses (no leaked answers)
         n_fewshot = max(1, len(docs) // 8)
-        if len(docs) < n_fewshot + ev["mc_choices"]:
+        if len(docs) < n_fewshot + ev.mc_choices:
             raise ValueError(
                 f"domain {domain!r} has {len(docs)} held-out documents; the local tasks need at least "
-                f"{n_fewshot + ev['mc_choices']} (evaluate.mc_choices = {ev['mc_choices']} for distinct choices, "
+                f"{n_fewshot + ev.mc_choices} (evaluate.mc_choices = {ev.mc_choices} for distinct choices, "
                 f"{n_fewshot} for few-shot examples)"
             )
-        size = ev["max_doc_chars"]
+        size = ev.max_doc_chars
         fewshot_docs = [_segments(t, size) for t in docs[:n_fewshot]]
         test_docs = [_segments(t, size) for t in docs[n_fewshot:]]
-        segments = _interleave(test_docs, ev["docs_per_task"])
-        texts = [{"text": text} for _, text in _interleave(test_docs, ev["perplexity_docs_per_task"])]
+        segments = _interleave(test_docs, ev.docs_per_task)
+        texts = [{"text": text} for _, text in _interleave(test_docs, ev.perplexity_docs_per_task)]
         ppl_task = f"regmix_ppl_{domain}"
         _write_jsonl(staging / f"{ppl_task}.jsonl", texts)
         files.write_yaml(staging / f"{ppl_task}.yaml", _perplexity_yaml(ppl_task, out_dir / f"{ppl_task}.jsonl"))
@@ -263,10 +268,10 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
         mc_task = f"regmix_mc_{domain}"
         test_pool = [(d, text) for d, segs in enumerate(test_docs) for text in segs]
         items = _choice_items(segments, test_pool, ev, rng)
-        if len(items) < min(len(segments), ev["mc_choices"]):
+        if len(items) < min(len(segments), ev.mc_choices):
             raise ValueError(
                 f"domain {domain!r}: only {len(items)} held-out segments can be cut into context and continuation "
-                f"with {ev['mc_choices'] - 1} distractors from other documents"
+                f"with {ev.mc_choices - 1} distractors from other documents"
             )
         # a few-shot example shows only its true continuation, so distractors may come from anywhere
         shot_segments = _interleave(fewshot_docs, 16)
@@ -284,11 +289,11 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
 
         line_task = f"regmix_line_{domain}"
         whole = list(enumerate(docs[n_fewshot:]))
-        line_items = _line_items(whole, whole, ev, ev["docs_per_task"], rng)
+        line_items = _line_items(whole, whole, ev, ev.docs_per_task, rng)
         # like the continuation task's shots: from the few-shot documents, distractors from anywhere
         shot_docs = [(-1 - d, t) for d, t in enumerate(docs[:n_fewshot])]
         line_shots = _line_items(shot_docs, shot_docs + whole, ev, 16, rng)
-        if len(line_items) >= ev["mc_choices"] and line_shots:
+        if len(line_items) >= ev.mc_choices and line_shots:
             _write_jsonl(staging / f"{line_task}.jsonl", line_items)
             _write_jsonl(staging / f"{line_task}.fewshot.jsonl", line_shots)
             files.write_yaml(
@@ -299,7 +304,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
         else:  # prose without line breaks has no next line to choose: said in the index and the log
             index["skipped"][line_task] = (
                 f"{len(line_items)} next-line items and {len(line_shots)} few-shot examples from the held-out "
-                f"documents of {domain!r} (needs {ev['mc_choices']} and 1: documents of several lines of at least "
+                f"documents of {domain!r} (needs {ev.mc_choices} and 1: documents of several lines of at least "
                 f"{MIN_LINE_CHARS} characters)"
             )
         for task, kind, n in built:
@@ -307,7 +312,7 @@ def _write_tasks(settings: dict, corpus_dir: Path, out_dir: Path, staging: Path)
             index["kinds"][task] = kind
             index["domains"][task] = domain
             index["documents"][task] = n
-    index["provenance"] = files.provenance(settings, [corpus_dir])
+    index["provenance"] = files.provenance(settings.raw, [corpus_dir])
     files.write_json(staging / TASKS_INDEX, index)
     return index
 
@@ -318,7 +323,7 @@ def make_tasks_main(argv: list[str]) -> int:
     parser.add_argument("--corpus", required=True, help="corpus directory (R/corpus)")
     parser.add_argument("--out", required=True, help="task directory (R/eval_tasks)")
     args = parser.parse_args(argv)
-    index = make_tasks(parse_settings(args.settings), args.corpus, args.out)
+    index = make_tasks(EvalTasksSettings.from_json(parse_settings(args.settings)), args.corpus, args.out)
     print(f"wrote {len(index['tasks'])} tasks to {args.out}: {', '.join(index['tasks'])}")
     for task, why in index["skipped"].items():
         print(f"no task {task}: {why}")
@@ -336,15 +341,17 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _task_plan(ev: dict, tasks_dir: Path | None) -> dict[int, list[str]]:
+def _task_plan(ev: Evaluation, tasks_dir: Path | None) -> dict[int, list[str]]:
     """Tasks to run at each shot count (perplexity has no shots: only at the first)."""
-    shots = sorted(set(ev["num_fewshot"]))
+    shots = sorted(set(ev.num_fewshot))
     if not shots:
         raise ValueError("evaluate.num_fewshot is empty: give at least one shot count")
-    if ev["suite"] == "lm_eval":
-        if not ev["tasks"]:
+    if ev.suite == "lm_eval":
+        if not ev.tasks:
             raise ValueError("evaluate.tasks is empty: suite 'lm_eval' needs task names")
-        return {n: list(ev["tasks"]) for n in shots}
+        return {n: list(ev.tasks) for n in shots}
+    if tasks_dir is None:
+        raise ValueError("evaluate.suite is 'local': give --tasks (the directory written by make-tasks)")
     index_path = tasks_dir / TASKS_INDEX
     if not index_path.is_file():
         raise FileNotFoundError(f"task index not found: {index_path} (run `regmix make-tasks` first)")
@@ -356,7 +363,7 @@ def _task_plan(ev: dict, tasks_dir: Path | None) -> dict[int, list[str]]:
 
 
 def evaluate(
-    settings: dict,
+    settings: EvaluateSettings,
     model_dir: str | Path,
     tasks_dir: str | Path | None,
     out: str | Path,
@@ -368,28 +375,26 @@ def evaluate(
     import lm_eval.utils
     from lm_eval.tasks import TaskManager
 
-    ev = settings["evaluate"]
+    ev = settings.evaluate
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"not a Hugging Face checkpoint directory (no config.json): {model_dir}")
     for weights_file in sorted(model_dir.glob("*.safetensors")):
         files.check_safetensors(weights_file, "retrain the model (its rule reruns when the file is removed)")
     tokenizer_dir = Path(tokenizer_dir).resolve() if tokenizer_dir else model_dir
-    if ev["log_samples"] and samples_out is None:
+    if ev.log_samples and samples_out is None:
         raise ValueError("evaluate.log_samples is true: give --samples-out for the per-sample log")
     tasks_dir = Path(tasks_dir).resolve() if tasks_dir else None
-    if ev["suite"] == "local" and tasks_dir is None:
-        raise ValueError("evaluate.suite is 'local': give --tasks (the directory written by make-tasks)")
     plan = _task_plan(ev, tasks_dir)
-    if ev["suite"] == "local":
+    if ev.suite == "local":
         task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     else:
         task_manager = TaskManager()
-    device = _device(ev["device"])
+    device = _device(ev.device)
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(ev["threads"])
+        torch.set_num_threads(ev.threads)
     runs, samples = {}, []
     for shots, tasks in plan.items():
         result = lm_eval.simple_evaluate(
@@ -397,15 +402,15 @@ def evaluate(
             model_args=f"pretrained={model_dir},tokenizer={tokenizer_dir},dtype=float32",
             tasks=tasks,
             num_fewshot=shots,
-            batch_size=ev["batch_size"],
+            batch_size=ev.batch_size,
             device=device,
-            limit=ev["limit"],
-            log_samples=ev["log_samples"],
+            limit=ev.limit,
+            log_samples=ev.log_samples,
             task_manager=task_manager,
-            random_seed=settings["seed"],
-            numpy_random_seed=settings["seed"],
-            torch_random_seed=settings["seed"],
-            fewshot_random_seed=settings["seed"],
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
         )
         if result is None:  # only non-zero ranks of a distributed run return None
             raise RuntimeError("lm_eval.simple_evaluate returned no results")
@@ -419,10 +424,10 @@ def evaluate(
     inputs = [model_dir] + ([tasks_dir] if tasks_dir else [])
     output = {
         "model": str(model_dir),
-        "suite": ev["suite"],
+        "suite": ev.suite,
         "num_fewshot": sorted(plan),
         "runs": runs,
-        "provenance": files.provenance(settings, inputs),
+        "provenance": files.provenance(settings.raw, inputs),
     }
     if samples_out is not None:
         with files.atomic_path(samples_out) as tmp:
@@ -442,7 +447,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="result JSON (R/eval/C.json)")
     parser.add_argument("--samples-out", help="per-sample JSONL log (needed when evaluate.log_samples)")
     args = parser.parse_args(argv)
-    output = evaluate(parse_settings(args.settings), args.model, args.tasks, args.out, args.tokenizer, args.samples_out)
+    settings = EvaluateSettings.from_json(parse_settings(args.settings))
+    output = evaluate(settings, args.model, args.tasks, args.out, args.tokenizer, args.samples_out)
     for shots, run in output["runs"].items():
         for task, metrics in sorted(run["results"].items()):
             shown = {k.split(",")[0]: v for k, v in metrics.items() if "," in k and "stderr" not in k}

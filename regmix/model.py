@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -147,8 +148,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        # the CPU kernel's bf16 backward is ~8x slower than its float32 one, and
-        # attention is a small share of the FLOPs: run it in float32
+        # the CPU kernel's bf16 backward is several times slower than its float32 one
+        # (README "Measured figures"), and attention is a small share of the FLOPs: run it
+        # in float32
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -198,7 +200,7 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
                 tgt = targets[model, start : start + chunk].unsqueeze(-1)
                 chunk_loss, d_logits = chunk_fn(h_chunk, w_c[model], tgt, 1.0 / n, need_grad)
                 loss[model] += chunk_loss
-                if need_grad:
+                if grad_hidden is not None and grad_weight is not None:  # need_grad
                     grad_hidden[model, start : start + chunk] = (d_logits @ w_c[model]).to(hidden.dtype)
                     grad_weight[model] += (d_logits.T @ h_chunk).float()
         if need_grad:
@@ -221,37 +223,47 @@ class _StackedLinearCrossEntropy(torch.autograd.Function):
         )
 
 
+class _Block(nn.Module):
+    """One transformer layer's weights, each stacked over the K models ([K, out, in] like nn.Linear)."""
+
+    def __init__(
+        self, normal: Callable[..., nn.Parameter], ones: Callable[[int], nn.Parameter], hidden: int, intermediate: int
+    ):
+        super().__init__()
+        self.attn_norm = ones(hidden)
+        self.qkv = normal(3 * hidden, hidden)  # q, k, v projections
+        self.o = normal(hidden, hidden)
+        self.mlp_norm = ones(hidden)
+        self.gate_up = normal(2 * intermediate, hidden)  # gate then up
+        self.down = normal(hidden, intermediate)
+
+
 class StackedLlama(nn.Module):
     """K LLaMA models of one architecture with weights stacked on a leading K axis."""
+
+    inv_freq: torch.Tensor  # RoPE's inverse frequencies, a (non-persistent) buffer
 
     def __init__(self, arch: Architecture, k: int, seed: int = 0):
         super().__init__()
         self.arch, self.k = arch, k
-        self.chunk_loss = chunk_loss_and_grad  # `use_compiled()` swaps in a compiled version
+        # `use_compiled()` swaps in compiled versions of the loss's chunk work and the body
+        self.chunk_loss: Callable = chunk_loss_and_grad
+        self._compiled_body: Callable[[torch.Tensor], torch.Tensor] | None = None
         h, i, v, n = arch.hidden_size, arch.intermediate_size, arch.vocab_size, arch.n_layers
         self.n_heads, self.head_dim = arch.n_heads, h // arch.n_heads
         # every model of a pack starts from the same seeded weights, so runs differ only in
         # their mixture; drawn on the CPU so the start does not depend on the device
         gen = torch.Generator().manual_seed(seed)
 
-        def normal(*shape):
+        def normal(*shape: int) -> nn.Parameter:
             one = torch.empty(shape).normal_(0.0, INIT_STD, generator=gen)
             return nn.Parameter(one.unsqueeze(0).repeat(k, *([1] * len(shape))))
 
-        def ones(size):
+        def ones(size: int) -> nn.Parameter:
             return nn.Parameter(torch.ones(k, size))
 
         self.embed = normal(v, h)
-        self.layers = nn.ModuleList()
-        for _ in range(n):
-            layer = nn.Module()
-            layer.attn_norm = ones(h)
-            layer.qkv = normal(3 * h, h)  # q, k, v projections ([out, in] like nn.Linear)
-            layer.o = normal(h, h)
-            layer.mlp_norm = ones(h)
-            layer.gate_up = normal(2 * i, h)  # gate then up
-            layer.down = normal(h, i)
-            self.layers.append(layer)
+        self.layers = nn.ModuleList(_Block(normal, ones, h, i) for _ in range(n))
         self.norm = ones(h)
         self.lm_head = normal(v, h)
         inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
@@ -260,28 +272,37 @@ class StackedLlama(nn.Module):
     def use_compiled(self) -> None:
         """torch.compile the transformer body and the loss's per-chunk work (not the
         chunk loop, so the compiled graphs stay small and shape-stable)."""
-        self.hidden_states = torch.compile(self.hidden_states)
+        self._compiled_body = torch.compile(self._body)
         self.chunk_loss = torch.compile(chunk_loss_and_grad)
 
-    def _rope(self, t: int, device, dtype):
+    def _blocks(self) -> Iterable[_Block]:
+        return cast("Iterable[_Block]", self.layers)  # an nn.ModuleList is typed as holding plain Modules
+
+    def _rope(self, t: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = torch.arange(t, device=device, dtype=torch.float)[:, None] * self.inv_freq.to(device)[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states [K, B*T, H] of token ids [K, B, T]."""
+        if self._compiled_body is not None:
+            return self._compiled_body(ids)
+        return self._body(ids)
+
+    def _body(self, ids: torch.Tensor) -> torch.Tensor:
         k, b, t = ids.shape
         v, h = self.arch.vocab_size, self.arch.hidden_size
         offsets = (torch.arange(k, device=ids.device) * v).view(k, 1, 1)
         x = F.embedding(ids + offsets, self.embed.view(k * v, h)).view(k, b * t, h)
-        cos = sin = None
-        for layer in self.layers:
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        for layer in self._blocks():
             y = _rms_norm(x, layer.attn_norm)
             qkv = torch.bmm(y, layer.qkv.transpose(1, 2))
             qkv = qkv.view(k, b, t, 3, self.n_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
             q, key, val = (qkv[j].reshape(k * b, self.n_heads, t, self.head_dim) for j in range(3))
-            if cos is None:
-                cos, sin = self._rope(t, ids.device, q.dtype)
+            if rope is None:
+                rope = self._rope(t, ids.device, q.dtype)
+            cos, sin = rope
             q = q * cos + _rotate_half(q) * sin
             key = key * cos + _rotate_half(key) * sin
             att = _causal_attention(q, key, val)
@@ -319,7 +340,7 @@ class StackedLlama(nn.Module):
             "model.norm.weight": self.norm[index],
             "lm_head.weight": self.lm_head[index],
         }
-        for n, layer in enumerate(self.layers):
+        for n, layer in enumerate(self._blocks()):
             p = f"model.layers.{n}."
             q, k, v = layer.qkv[index].split(h, dim=0)
             gate, up = layer.gate_up[index].split(i, dim=0)
@@ -357,7 +378,7 @@ class StackedLlama(nn.Module):
             self.embed[index] = sd["model.embed_tokens.weight"]
             self.norm[index] = sd["model.norm.weight"]
             self.lm_head[index] = sd["lm_head.weight"]
-            for n, layer in enumerate(self.layers):
+            for n, layer in enumerate(self._blocks()):
                 p = f"model.layers.{n}."
                 layer.attn_norm[index] = sd[p + "input_layernorm.weight"]
                 layer.qkv[index] = torch.cat([sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
+from regmix.settings.outputs import ResultsSettings
 from regmix.targets import study_target
 
 # file name -> (report category, caption file under report/); the Snakemake rule wraps
@@ -63,15 +64,15 @@ def _candidate_colors(candidates: list[str]) -> dict[str, str]:
     return {c: cycle[i % len(cycle)] for i, c in enumerate(candidates)}
 
 
-def _target_label(settings: dict) -> str:
+def _target_label(settings: ResultsSettings) -> str:
     target = study_target(settings)
     if len(target.sets) == 1:
         return f"validation loss on '{target.label}'"
     return f"validation loss, {target.label}"
 
 
-def mixture_weights(data: dict, settings: dict, plt):
-    domains = settings["domains"]
+def mixture_weights(data: dict, settings: ResultsSettings, plt):
+    domains = list(settings.domains)
     mixtures, prior = data["mixtures"], data["prior"].set_index("domain")["weight"]
     fig, ax = plt.subplots(figsize=(1.3 * len(domains) + 3, 4.2))
     values = [mixtures.loc[mixtures.domain == d, "weight"].to_numpy() for d in domains]
@@ -103,8 +104,8 @@ def mixture_weights(data: dict, settings: dict, plt):
     return fig
 
 
-def proxy_loss_vs_weight(data: dict, settings: dict, plt):
-    domains, target_sets = settings["domains"], study_target(settings).sets
+def proxy_loss_vs_weight(data: dict, settings: ResultsSettings, plt):
+    domains, target_sets = list(settings.domains), study_target(settings).sets
     merged = data["mixtures"].merge(data["proxy_losses"], on=["mix_id", "domain"])
     rows, cols = _grid(len(domains))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
@@ -121,7 +122,7 @@ def proxy_loss_vs_weight(data: dict, settings: dict, plt):
     return fig
 
 
-def cv_pred_vs_true(data: dict, settings: dict, plt):
+def cv_pred_vs_true(data: dict, settings: ResultsSettings, plt):
     from scipy.stats import spearmanr
 
     rows = data["regression_cv_predictions"]
@@ -140,12 +141,12 @@ def cv_pred_vs_true(data: dict, settings: dict, plt):
     return fig
 
 
-def _named_candidates(settings: dict) -> list[str]:
-    return [c for c in settings["candidates"] if not c.startswith("random_")]
+def _named_candidates(settings: ResultsSettings) -> list[str]:
+    return [c for c in settings.candidates if not c.startswith("random_")]
 
 
-def candidate_mixtures(data: dict, settings: dict, plt):
-    domains = settings["domains"]
+def candidate_mixtures(data: dict, settings: ResultsSettings, plt):
+    domains = list(settings.domains)
     names = _named_candidates(settings)
     weights = data["candidates"].pivot(index="candidate", columns="domain", values="weight")
     colors = _candidate_colors(names)
@@ -168,7 +169,7 @@ def candidate_mixtures(data: dict, settings: dict, plt):
     return fig
 
 
-def predicted_vs_achieved(data: dict, settings: dict, plt):
+def predicted_vs_achieved(data: dict, settings: ResultsSettings, plt):
     """Every large candidate's predicted against achieved target, named, with the
     database's transfer Spearman and its bootstrap CI in the title."""
     rows, summary = data["transfer"], data["transfer_summary"]
@@ -197,11 +198,11 @@ def predicted_vs_achieved(data: dict, settings: dict, plt):
     return fig
 
 
-def large_training_curves(data: dict, settings: dict, plt):
+def large_training_curves(data: dict, settings: ResultsSettings, plt):
     train, valid, target = data["large_train_log"], data["large_val_log"], study_target(settings)
-    colors = _candidate_colors(settings["candidates"])
+    colors = _candidate_colors(list(settings.candidates))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for cand in settings["candidates"]:
+    for cand in settings.candidates:
         part = train[train.candidate == cand].sort_values("step")
         left.plot(part["step"], part["loss"], label=cand, color=colors[cand], linewidth=1.2)
         # the target at each validated step (the log holds every scored set: domains and
@@ -220,12 +221,12 @@ def large_training_curves(data: dict, settings: dict, plt):
     return fig
 
 
-def downstream_scores(data: dict, settings: dict, plt):
+def downstream_scores(data: dict, settings: ResultsSettings, plt):
     scores = data["task_ranking"]
     tasks = sorted(scores["task"].unique())
     if not tasks:
         raise ValueError("the database holds no downstream scores (eval_results is empty)")
-    names = settings["candidates"]
+    names = list(settings.candidates)
     colors = _candidate_colors(names)
     rows, cols = _grid(len(tasks), 4)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
@@ -280,7 +281,7 @@ TABLES = (
 )
 
 
-def draw_all(settings: dict, db: str | Path, out_dir: str | Path) -> list[Path]:
+def draw_all(settings: ResultsSettings, db: str | Path, out_dir: str | Path) -> list[Path]:
     """Draw every figure of FIGURES from the database into `out_dir`."""
     import duckdb
 
@@ -292,7 +293,7 @@ def draw_all(settings: dict, db: str | Path, out_dir: str | Path) -> list[Path]:
         data = {name: con.execute(f'SELECT * FROM "{name}"').df() for name in TABLES}
     finally:
         con.close()
-    record = files.provenance(settings, [db])
+    record = files.provenance(settings.raw, [db])
     plt = _plt()
     written = []
     for name, draw in DRAWERS.items():
@@ -315,6 +316,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--db", required=True, help="results database (R/regmix.duckdb)")
     parser.add_argument("--out-dir", required=True, help="figure directory (R/figures)")
     args = parser.parse_args(argv)
-    for path in draw_all(parse_settings(args.settings), args.db, args.out_dir):
+    settings = ResultsSettings.from_json(parse_settings(args.settings), "plots")
+    for path in draw_all(settings, args.db, args.out_dir):
         print(path)
     return 0

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from regmix import files
-from regmix.config import parse_settings
+from regmix.settings import parse_settings
+from regmix.settings.outputs import ResultsSettings
 from regmix.targets import MEAN, study_target
 
 
@@ -166,14 +167,14 @@ def _evidence_sections(db: Path) -> list[str]:
 def render_markdown(
     table: pd.DataFrame,
     task_columns: list[str],
-    settings: dict,
+    settings: ResultsSettings,
     db: Path,
     shots: list[int],
     cv: dict[str, dict[str, float]],
     record: dict,
 ) -> str:
-    target, validation_sets = study_target(settings), list(settings.get("validation_sets", []))
-    if settings["regression"]["target"] == MEAN:
+    target, validation_sets = study_target(settings), list(settings.validation_sets)
+    if settings.regression.target == MEAN:
         what = "the mean validation loss over all domains"
     elif len(target.sets) == 1:
         kind = "validation-only set" if target.label in validation_sets else "domain"
@@ -286,10 +287,10 @@ def render_markdown(
     return "\n".join(parts)
 
 
-def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str | Path) -> pd.DataFrame:
+def summarize(settings: ResultsSettings, db: str | Path, out_md: str | Path, out_csv: str | Path) -> pd.DataFrame:
     """Write summary.md and summary.csv (plus a provenance sidecar) from the database."""
     db = Path(db)
-    table, task_columns = summary_table(db, settings["candidates"], list(settings.get("validation_sets", [])))
+    table, task_columns = summary_table(db, list(settings.candidates), list(settings.validation_sets))
     shots = sorted(_query(db, "SELECT DISTINCT shots FROM eval_results")["shots"].astype(int))
     cv_rows = _query(db, "SELECT key, value FROM regression_cv WHERE value IS NOT NULL")
     cv: dict[str, dict[str, float]] = {}
@@ -297,7 +298,7 @@ def summarize(settings: dict, db: str | Path, out_md: str | Path, out_csv: str |
         name, _, part = key.partition(".")  # regression writes {metric: {value, ci_low, ci_high}}
         if name in ("spearman", "pearson", "rmse"):
             cv.setdefault(name, {})[part or "value"] = value
-    record = files.provenance(settings, [db])
+    record = files.provenance(settings.raw, [db])
     files.write_text(out_md, render_markdown(table, task_columns, settings, db, shots, cv, record))
     files.write_text(out_csv, table.to_csv(index=False))
     files.write_json(files.provenance_sidecar(out_csv), {**record, "outputs": [str(out_md), str(out_csv)]})
@@ -311,6 +312,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out-md", required=True, help="R/summary.md")
     parser.add_argument("--out-csv", required=True, help="R/summary.csv")
     args = parser.parse_args(argv)
-    table = summarize(parse_settings(args.settings), args.db, args.out_md, args.out_csv)
+    settings = ResultsSettings.from_json(parse_settings(args.settings), "summary")
+    table = summarize(settings, args.db, args.out_md, args.out_csv)
     print(table[["target_rank", "candidate", "achieved_target", "predicted_target"]].to_string(index=False))
     return 0

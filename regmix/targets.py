@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -108,12 +108,28 @@ def parse_target(
     return Target(normalised, label)
 
 
-def study_target(settings: Mapping[str, Any]) -> Target:
-    """The target of a stage's settings (`domains`, `regression.target`, and the names of
-    its `validation_sets`, as regmix.config.stage_settings writes them)."""
-    return parse_target(
-        settings["regression"]["target"], settings["domains"], validation_sets=settings.get("validation_sets", ())
-    )
+class _FittedTargets(Protocol):
+    @property
+    def target(self) -> str | Mapping[str, Any]: ...
+
+
+class StudySettings(Protocol):
+    """What study_target reads of a stage's settings (regmix.settings.outputs.ResultsSettings)."""
+
+    @property
+    def domains(self) -> Sequence[str]: ...
+
+    @property
+    def validation_sets(self) -> Sequence[str]: ...
+
+    @property
+    def regression(self) -> _FittedTargets: ...
+
+
+def study_target(settings: StudySettings) -> Target:
+    """The target of a stage's settings: `regression.target` over its `domains` and
+    validation-only sets."""
+    return parse_target(settings.regression.target, settings.domains, validation_sets=settings.validation_sets)
 
 
 def target_slug(spec: str | Mapping[str, Any]) -> str:

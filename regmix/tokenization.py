@@ -9,8 +9,9 @@ size. The tokenizer itself is never given more than `data.max_chunk_chars` chara
 call (see `document_pieces`), so its working memory (about 125 bytes per character for a
 byte-level BPE) is bounded by that setting, not by the longest document. What still grows
 with a document is its text (a Python str, 1, 2 or 4 bytes per character, held twice
-while its JSON line is parsed) and its ids (2 or 4 bytes per token): for one 30 MB
-document, peak RSS 0.38 GB instead of 3.8 GB (`benchmarks/long_document.py`).
+while its JSON line is parsed) and its ids (2 or 4 bytes per token).
+`benchmarks/long_document.py` measures the peak memory of one long document, whole vs in
+pieces (README "Measured figures").
 Each document is followed by the EOS token. Token files are uint16 when the
 vocabulary fits (<= 65535 ids), else uint32, cut into shards of `data.shard_max_tokens`
 (`train.bin`, `train.00001.bin`, ...) that the sidecar lists in order.
@@ -420,10 +421,10 @@ def check_min_tokens(sidecar_path: str | Path, needed: int, domain: str, what: s
 # --------------------------------------------------------------------------- prior
 
 
-def token_counts(settings: dict, data_dir: str | Path) -> dict[str, dict[str, int]]:
+def token_counts(settings: DataSettings, data_dir: str | Path) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     fingerprints: set[str] = set()
-    for domain in settings["domains"]:
+    for domain in settings.domains:
         counts[domain] = {}
         for split in sources.SPLITS:
             path = Path(TokenDir(str(data_dir)).sidecar(domain, split))
@@ -489,12 +490,12 @@ def main(argv: list[str]) -> int:
 
 def prior_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="regmix prior", description="Token shares of the train splits (the prior).")
-    parser.add_argument("--settings", required=True, help="JSON settings with `domains`")
+    parser.add_argument("--settings", required=True, help="JSON of regmix.config.stage_settings(config, 'tokenize')")
     parser.add_argument("--data", required=True, help="token folder (R/data)")
     parser.add_argument("--out-prior", required=True)
     parser.add_argument("--out-counts", required=True)
     args = parser.parse_args(argv)
-    settings = parse_settings(args.settings)
+    settings = DataSettings.from_json(parse_settings(args.settings), "tokenize")
     counts = token_counts(settings, args.data)
     prior = prior_from_counts(counts)
     files.write_json(args.out_counts, counts)

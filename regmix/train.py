@@ -335,6 +335,7 @@ def resume(pack: Pack) -> checkpoint.TrainerState:
         _say(pack.proc, f"state in {pack.runs[0].state} is from other settings: starting afresh")
         return checkpoint.TrainerState.fresh(pack.k)
     state = checkpoint.load_pack(pack.model, pack.optimizer, _out_dirs(pack), step)
+    assert state.rng is not None  # save_state stores it with every state
     checkpoint.set_rng_state(state.rng)
     _say(pack.proc, f"resuming {','.join(pack.ids)} from step {state.step}")
     return state
@@ -411,9 +412,10 @@ def log_step(pack: Pack, state: checkpoint.TrainerState, logs: list[_Log], clock
     if not (done % pack.settings.runtime.log_every == 0 or done == hp.steps or val_now is not None):
         return
     tps, elapsed = clock.tokens_per_second, clock.elapsed
+    assert tps is not None  # a step was timed before this one is logged
     for i, log in enumerate(logs):
         # tokens/s: this model's share of the pack's throughput (as in losses.json)
-        record = {
+        record: dict[str, Any] = {
             "step": done,
             "loss": state.train_loss[i],
             "lr": lr,
@@ -459,6 +461,7 @@ def training_loop(pack: Pack, state: checkpoint.TrainerState, clock: Clock) -> i
         pending = prefetch.submit(pack.windows, state.step) if state.step < hp.steps else None
         while state.step < hp.steps:
             t0 = time.perf_counter()
+            assert pending is not None  # submitted for every step below hp.steps
             windows = pending.result()
             if state.step + 1 < hp.steps:
                 pending = prefetch.submit(pack.windows, state.step + 1)

@@ -21,6 +21,7 @@ from regmix.collect.statistics import paired_comparisons, task_power, transfer_t
 from regmix.collect.tables import ROW_TABLES, VIEWS
 from regmix.layout import Layout, ParquetDir
 from regmix.settings import parse_settings
+from regmix.settings.outputs import ResultsSettings
 from regmix.targets import Target, parse_target, study_target, target_slug
 
 
@@ -98,9 +99,9 @@ _REL = Layout("")  # paths relative to the results folder
 Rows = dict[str, list[dict]]  # table name -> rows, for the tables of ROW_TABLES
 
 
-def _data_rows(read: _Reader, settings: dict, t: Rows) -> None:
+def _data_rows(read: _Reader, settings: ResultsSettings, t: Rows) -> None:
     """The prior, the token counts and the validation-only sets' sizes."""
-    domains = settings["domains"]
+    domains = list(settings.domains)
     prior = read.yaml(_REL.prior)
     t["prior"] = [{"domain": d, "weight": float(prior[d])} for d in domains if d in prior]
     if len(t["prior"]) != len(domains):
@@ -109,18 +110,18 @@ def _data_rows(read: _Reader, settings: dict, t: Rows) -> None:
     t["token_counts"] = [
         {"domain": d, "split": s, "tokens": int(n)} for d in domains for s, n in counts.get(d, {}).items()
     ]
-    for name in settings.get("validation_sets", []):
+    for name in settings.validation_sets:
         sidecar = read.json(_REL.data.sidecar(name, "valid"))
         t["validation_sets"].append(
             {"name": name, "documents": sidecar["documents"], "tokens": sidecar["tokens"], "bytes": sidecar["bytes"]}
         )
 
 
-def _proxy_rows(read: _Reader, settings: dict, scored: list[str], t: Rows) -> None:
+def _proxy_rows(read: _Reader, settings: ResultsSettings, scored: list[str], t: Rows) -> None:
     """Each proxy's mixture, losses, run metadata and logs."""
-    for mix in settings["mixture_ids"]:
+    for mix in settings.mixture_ids:
         where = _REL.mixture(mix)
-        for d, w in rows.weights_of(read.yaml(where), settings["domains"], read.where(where)).items():
+        for d, w in rows.weights_of(read.yaml(where), list(settings.domains), read.where(where)).items():
             t["mixtures"].append({"mix_id": mix, "domain": d, "weight": w})
         run = _REL.proxy(mix)
         data = read.json(run.losses)
@@ -133,10 +134,10 @@ def _proxy_rows(read: _Reader, settings: dict, scored: list[str], t: Rows) -> No
         t["proxy_val_log"] += valid
 
 
-def _swarm_rows(read: _Reader, settings: dict, t: Rows) -> None:
+def _swarm_rows(read: _Reader, settings: ResultsSettings, t: Rows) -> None:
     """The imported swarms' weights and losses, long."""
-    for entry in settings["regression"].get("extra_swarms", []):
-        swarm = _REL.swarm(entry["name"])
+    for name in settings.regression.swarms:
+        swarm = _REL.swarm(name)
         for table, relative, value in (
             ("imported_mixtures", swarm.mixtures, "weight"),
             ("imported_losses", swarm.losses, "loss"),
@@ -144,16 +145,16 @@ def _swarm_rows(read: _Reader, settings: dict, t: Rows) -> None:
             wide = read.csv(relative).set_index("index")
             long = wide.rename_axis(columns="domain").stack().rename(value).reset_index()
             t[table] += [
-                {"source": entry["name"], "mix_id": str(r["index"]), "domain": r["domain"], value: float(r[value])}
+                {"source": name, "mix_id": str(r["index"]), "domain": r["domain"], value: float(r[value])}
                 for r in long.to_dict("records")
             ]
 
 
-def _regression_rows(read: _Reader, settings: dict, target: Target, t: Rows) -> pd.DataFrame:
+def _regression_rows(read: _Reader, settings: ResultsSettings, target: Target, t: Rows) -> pd.DataFrame:
     """Every fitted target's CV scores and the main fit's settings; returns its CV predictions."""
-    domains, sets = settings["domains"], settings.get("validation_sets", ())
-    fits = [(target_slug(settings["regression"]["target"]), target.label, True, _REL.regression("cv.json"))]
-    for spec in settings["regression"].get("targets", []):
+    domains, sets = list(settings.domains), settings.validation_sets
+    fits = [(target_slug(settings.regression.target), target.label, True, _REL.regression("cv.json"))]
+    for spec in settings.regression.targets:
         slug = target_slug(spec)
         label = parse_target(spec, domains, validation_sets=sets).label
         fits.append((slug, label, False, _REL.regression_target(slug, "cv.json")))
@@ -180,9 +181,9 @@ def _regression_rows(read: _Reader, settings: dict, target: Target, t: Rows) -> 
     return cv_pred
 
 
-def _chosen_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
+def _chosen_rows(read: _Reader, settings: ResultsSettings, t: Rows) -> pd.DataFrame:
     """The chosen mixture; returns the top-k table (empty when choose did not write one)."""
-    domains = settings["domains"]
+    domains = list(settings.domains)
     chosen = read.yaml(_REL.chosen)
     epochs = chosen.get("epochs")
     if not isinstance(epochs, dict):
@@ -201,13 +202,13 @@ def _chosen_rows(read: _Reader, settings: dict, t: Rows) -> pd.DataFrame:
 
 
 def _candidate_rows(
-    read: _Reader, settings: dict, scored: list[str], target: Target, t: Rows
+    read: _Reader, settings: ResultsSettings, scored: list[str], target: Target, t: Rows
 ) -> dict[str, dict[str, float]]:
     """Each candidate's mixture, its large model's losses, run and logs, and its evaluation;
     returns the candidates' weights."""
-    domains = settings["domains"]
+    domains = list(settings.domains)
     candidate_weights = {}
-    for cand in settings["candidates"]:
+    for cand in settings.candidates:
         where = _REL.candidate(cand)
         candidate_weights[cand] = rows.weights_of(read.yaml(where), domains, read.where(where))
         t["candidates"] += [{"candidate": cand, "domain": d, "weight": w} for d, w in candidate_weights[cand].items()]
@@ -223,7 +224,7 @@ def _candidate_rows(
         where = _REL.eval(cand)
         results_rows = rows.eval_rows(cand, read.json(where), read.where(where))
         t["eval_results"] += results_rows
-        if settings["log_samples"]:
+        if settings.log_samples:
             primary = {
                 r["task"]: (r["metric"], r["filter"], r["higher_is_better"]) for r in results_rows if r["is_primary"]
             }
@@ -237,13 +238,13 @@ DERIVED = ("task_power", "paired_comparisons", "transfer", "transfer_summary")
 
 
 def gather_tables(
-    settings: dict, results: str | Path, regressor_loader: Callable[[Path], Any] = load_regressor
+    settings: ResultsSettings, results: str | Path, regressor_loader: Callable[[Path], Any] = load_regressor
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """Every table of the database, read from the run's files; and the files read."""
     read = _Reader(Path(results))
     target = study_target(settings)
     # the loss tables hold a row per scored set: the domains, then the validation-only sets
-    scored = [*settings["domains"], *settings.get("validation_sets", [])]
+    scored = [*settings.domains, *settings.validation_sets]
     t: Rows = {name: [] for name in ROW_TABLES}
     _data_rows(read, settings, t)
     _proxy_rows(read, settings, scored, t)
@@ -253,10 +254,10 @@ def gather_tables(
     candidate_weights = _candidate_rows(read, settings, scored, target, t)
 
     read.path(_REL.regression("model.pkl"))
-    frame = pd.DataFrame([candidate_weights[c] for c in settings["candidates"]], columns=settings["domains"])
+    frame = pd.DataFrame([candidate_weights[c] for c in settings.candidates], columns=list(settings.domains))
     predicted = regressor_loader(read.results / _REL.regression_dir).predict_frame(frame, "candidates")
     t["candidate_predictions"] = [
-        {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings["candidates"], predicted, strict=False)
+        {"candidate": c, "predicted_target": float(p)} for c, p in zip(settings.candidates, predicted, strict=False)
     ]
     tables = {
         name: pd.DataFrame(rows_of, columns=list(ROW_TABLES[name])).astype(ROW_TABLES[name])
@@ -266,9 +267,9 @@ def gather_tables(
     tables["regression_cv_predictions"] = cv_predictions
     tables["topk"] = topk
     tables["task_power"] = task_power(tables["eval_items"])
-    tables["paired_comparisons"] = paired_comparisons(tables["eval_items"], "regmix", settings["seed"])
+    tables["paired_comparisons"] = paired_comparisons(tables["eval_items"], "regmix", settings.seed)
     tables["transfer"], tables["transfer_summary"] = transfer_tables(
-        tables["large_runs"], tables["candidate_predictions"], target.label, settings["seed"]
+        tables["large_runs"], tables["candidate_predictions"], target.label, settings.seed
     )
     return tables, read.inputs
 
@@ -284,7 +285,7 @@ def _write_parquet(con: Any, tables: list[str], parquet_dir: str | Path) -> None
 
 
 def build_database(
-    settings: dict,
+    settings: ResultsSettings,
     results: str | Path,
     out: str | Path,
     parquet_dir: str | Path | None = None,
@@ -294,7 +295,7 @@ def build_database(
     import duckdb
 
     tables, inputs = gather_tables(settings, results, regressor_loader)
-    record = files.provenance(settings, inputs)
+    record = files.provenance(settings.raw, inputs)
     tables["provenance"] = pd.DataFrame(
         [
             {"key": "code_version", "value": record["code_version"]},
@@ -334,7 +335,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="database file (R/regmix.duckdb)")
     parser.add_argument("--parquet-dir", help="directory for one Parquet file per table and view (R/db)")
     args = parser.parse_args(argv)
-    counts = build_database(parse_settings(args.settings), args.results, args.out, args.parquet_dir)
+    settings = ResultsSettings.from_json(parse_settings(args.settings), "collect")
+    counts = build_database(settings, args.results, args.out, args.parquet_dir)
     for name, count in counts.items():
         print(f"{name:28s} {count:8d} rows")
     return 0

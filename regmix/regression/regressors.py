@@ -33,10 +33,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 # rows of one GP kernel block when predicting: 2048 x 512 train rows x 8 bytes = 8 MB,
-# small enough to stay in cache between the product, the exp and the sum (2x faster
-# than 16k-row blocks, measured in benchmarks/paper_regression.py's choice timing)
+# small enough to stay in cache between the product, the exp and the sum (faster than
+# larger blocks: benchmarks/paper_regression.py times the choice; README "Measured figures")
 GP_PREDICT_BLOCK = 2048
-# threads of a GP prediction (the target machine has 2 cores)
+# threads of a GP or LightGBM prediction: the blocks are independent, so the predictions
+# do not depend on this count, only the time of choose's many-candidate prediction does
 PREDICT_THREADS = 2
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from regmix.settings.outputs import ResultsSettings
+
 DOMAINS = ["a", "b", "c"]
 TARGET = "b"
 MIX_IDS = [f"mix_{i:04d}" for i in range(6)]
@@ -41,6 +43,11 @@ def settings(validation_sets: tuple[str, ...] = (), target: str | dict = TARGET)
         "log_samples": False,
         "validation_sets": list(validation_sets),
     }
+
+
+def results_settings(validation_sets: tuple[str, ...] = (), target: str | dict = TARGET) -> ResultsSettings:
+    """settings() as the database, summary and figures read it."""
+    return ResultsSettings.from_json(settings(validation_sets, target), "collect")
 
 
 class LinearRegressor:

@@ -11,6 +11,7 @@ import pytest
 from regmix import archive
 from regmix.cli import main as cli_main
 from regmix.config import REPO_DIR
+from regmix.settings.outputs import ArchiveSettings
 from tests.helpers import synthetic_run as run
 from tests.helpers.archives import crafted_archive
 
@@ -114,7 +115,7 @@ def test_archive_is_reproducible_and_checkpoints_are_switchable(tmp_path, result
     first = _archive(tmp_path, results).read_bytes()
     assert _archive(tmp_path, results).read_bytes() == first
     out = tmp_path / "with-checkpoints.tar.gz"
-    archive.build_archive(settings(include_checkpoints=True), results, [], out)
+    archive.build_archive(ArchiveSettings.from_json(settings(include_checkpoints=True)), results, [], out)
     assert "with-checkpoints/results/large/regmix/model/model.safetensors" in _names(out)
     assert archive.verify_archive(out) > 0
 
@@ -174,7 +175,7 @@ def test_verify_rejects_a_corrupted_compressed_stream(tmp_path, results, capsys)
 
 def test_missing_report_is_recorded_not_faked(tmp_path, results):
     out = tmp_path / "run.tar.gz"
-    archive.build_archive(settings(), results, [], out, report=tmp_path / "no-report.html")
+    archive.build_archive(ArchiveSettings.from_json(settings()), results, [], out, report=tmp_path / "no-report.html")
     assert not [n for n in _names(out) if n.endswith("report.html")]
     with tarfile.open(out) as tar:
         record = json.loads(tar.extractfile("run/PROVENANCE.json").read())

@@ -17,7 +17,7 @@ from tests.helpers import synthetic_run as run
 def _build(tmp_path, **kwargs):
     results = run.write_run(tmp_path / "results", **kwargs)
     counts = build_database(
-        run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
+        run.results_settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
     )
     return results, counts
 
@@ -143,7 +143,11 @@ def test_missing_required_file_is_named_and_keeps_the_old_database(tmp_path):
     (results / "eval/prior.json").unlink()
     with pytest.raises(FileNotFoundError, match="eval/prior.json"):
         build_database(
-            run.settings(), results, results / "regmix.duckdb", results / "db", regressor_loader=run.load_regressor
+            run.results_settings(),
+            results,
+            results / "regmix.duckdb",
+            results / "db",
+            regressor_loader=run.load_regressor,
         )
     assert (results / "regmix.duckdb").read_bytes() == before
     assert sorted(p.name for p in results.iterdir() if p.name.startswith(".")) == []
@@ -153,7 +157,7 @@ def test_a_mixture_with_an_unknown_domain_is_named(tmp_path):
     results = run.write_run(tmp_path / "results")
     (results / "candidates/heavy_c.yaml").write_text("name: heavy_c\nweights: {a: 0.5, z: 0.5}\n")
     with pytest.raises(ValueError, match=r"heavy_c.yaml.*\['z'\]"):
-        build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+        build_database(run.results_settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
 
 
 def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
@@ -169,7 +173,7 @@ def test_candidate_predictions_come_from_the_fitted_regression(tmp_path):
     model = regression.fit_model(weights, losses, run.TARGET, "linear", folds=3, seed=0)
     (results / "regression/model.pkl").unlink()
     regression.save_model(model, results / "regression")
-    build_database(run.settings(), results, results / "regmix.duckdb")
+    build_database(run.results_settings(), results, results / "regmix.duckdb")
     con = duckdb.connect(str(results / "regmix.duckdb"), read_only=True)
     predicted = dict(con.execute("SELECT candidate, predicted_target FROM candidate_predictions").fetchall())
     # synthetic proxy losses are exactly 3.7 - 0.9 * weight on each domain: a linear fit recovers it

@@ -10,6 +10,7 @@ import yaml
 
 from regmix import evaluate as ev
 from regmix.cli import main as cli_main
+from regmix.settings.outputs import EvalTasksSettings, Evaluation
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -36,6 +37,10 @@ EVAL_DEFAULTS = {
 
 def settings(**evaluate) -> dict:
     return {"seed": 0, "domains": DOMAINS, "data": DATA, "evaluate": {**EVAL_DEFAULTS, **evaluate}, "window": 64}
+
+
+def task_settings(**evaluate) -> EvalTasksSettings:
+    return EvalTasksSettings.from_json(settings(**evaluate))
 
 
 def _prose(rng: random.Random) -> str:
@@ -101,7 +106,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def test_make_tasks_writes_perplexity_and_choice_tasks(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
-    index = ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+    index = ev.make_tasks(task_settings(), corpus, tmp_path / "tasks")
     assert index["tasks"] == [
         "regmix_ppl_prose",
         "regmix_mc_prose",
@@ -144,7 +149,7 @@ def test_next_line_items_hold_the_true_line_and_fit_the_window(tmp_path):
     # long lines of multi-byte characters: a cap in characters would let them overflow the window
     docs = [d.replace(" + ", " ÷ " * 12, 1) for d in docs]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    index = ev.make_tasks(settings(docs_per_task=40, mc_context_chars=30), corpus, tmp_path / "tasks")
+    index = ev.make_tasks(task_settings(docs_per_task=40, mc_context_chars=30), corpus, tmp_path / "tasks")
     assert index["kinds"]["regmix_line_numbers"] == "next_line" and index["documents"]["regmix_line_numbers"] == 40
     items = [json.loads(line) for line in (tmp_path / "tasks/regmix_line_numbers.jsonl").read_text().splitlines()]
     assert len({(i["context"], i["choices"][i["label"]]) for i in items}) == len(items)
@@ -162,13 +167,17 @@ def test_next_line_items_hold_the_true_line_and_fit_the_window(tmp_path):
 def test_make_tasks_refuses_choices_longer_than_the_window(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     with pytest.raises(ValueError, match="evaluate.mc_continuation_chars"):
-        ev.make_tasks({**settings(mc_continuation_chars=64), "window": 64}, corpus, tmp_path / "tasks")
+        ev.make_tasks(
+            EvalTasksSettings.from_json({**settings(mc_continuation_chars=64), "window": 64}),
+            corpus,
+            tmp_path / "tasks",
+        )
 
 
 def test_make_tasks_is_deterministic(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
-    ev.make_tasks(settings(), corpus, tmp_path / "a")
-    ev.make_tasks(settings(), corpus, tmp_path / "b")
+    ev.make_tasks(task_settings(), corpus, tmp_path / "a")
+    ev.make_tasks(task_settings(), corpus, tmp_path / "b")
     for name in ("regmix_mc_prose.jsonl", "regmix_ppl_numbers.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -177,7 +186,7 @@ def test_make_tasks_names_a_domain_without_documents(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     (corpus / "numbers" / "valid.jsonl").write_text("")
     with pytest.raises(ValueError, match="'numbers'"):
-        ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+        ev.make_tasks(task_settings(), corpus, tmp_path / "tasks")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # no partial suite, no staging left
 
 
@@ -185,7 +194,7 @@ def test_make_tasks_replaces_an_old_suite_whole(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "regmix_ppl_gone.yaml").write_text("task: regmix_ppl_gone\n")
-    ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+    ev.make_tasks(task_settings(), corpus, tmp_path / "tasks")
     assert not (tmp_path / "tasks" / "regmix_ppl_gone.yaml").exists()
     spec = yaml.safe_load((tmp_path / "tasks" / "regmix_mc_prose.yaml").read_text())
     assert (
@@ -197,7 +206,7 @@ def test_make_tasks_replaces_an_old_suite_whole(tmp_path):
 def test_make_tasks_names_a_domain_with_too_few_documents(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", n_docs=4)
     with pytest.raises(ValueError, match="'prose' has 4 held-out"):
-        ev.make_tasks(settings(), corpus, tmp_path / "tasks")
+        ev.make_tasks(task_settings(), corpus, tmp_path / "tasks")
 
 
 def test_few_long_documents_still_fill_a_task(tmp_path):
@@ -207,7 +216,7 @@ def test_few_long_documents_still_fill_a_task(tmp_path):
         path = corpus / domain / "valid.jsonl"
         docs = [json.loads(line)["text"] for line in path.read_text().splitlines()]
         path.write_text("".join(json.dumps({"text": " ".join([d] * 8)}) + "\n" for d in docs))
-    index = ev.make_tasks(settings(docs_per_task=12), corpus, tmp_path / "tasks")
+    index = ev.make_tasks(task_settings(docs_per_task=12), corpus, tmp_path / "tasks")
     assert index["documents"]["regmix_ppl_prose"] == 12
     assert index["documents"]["regmix_mc_prose"] == 12
     texts = [json.loads(line)["text"] for line in (tmp_path / "tasks/regmix_ppl_prose.jsonl").read_text().splitlines()]
@@ -218,7 +227,7 @@ def test_few_long_documents_still_fill_a_task(tmp_path):
 
 def test_evaluate_runs_lm_eval_and_merges_shot_counts(tmp_path, tiny_model):
     corpus = write_corpus(tmp_path / "corpus")
-    ev.make_tasks(settings(docs_per_task=6), corpus, tmp_path / "tasks")
+    ev.make_tasks(task_settings(docs_per_task=6), corpus, tmp_path / "tasks")
     s = settings(num_fewshot=[0, 1], limit=6, log_samples=True)
     code = cli_main(
         [
@@ -272,8 +281,8 @@ def test_evaluate_rejects_a_directory_that_is_not_a_checkpoint(tmp_path):
 
 def test_shot_plan_runs_perplexity_once_and_registry_tasks_at_every_count(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
-    ev.make_tasks(settings(), corpus, tmp_path / "tasks")
-    plan = ev._task_plan({**EVAL_DEFAULTS, "num_fewshot": [5, 0, 1]}, tmp_path / "tasks")
+    ev.make_tasks(task_settings(), corpus, tmp_path / "tasks")
+    plan = ev._task_plan(Evaluation.from_dict({**EVAL_DEFAULTS, "num_fewshot": [5, 0, 1]}), tmp_path / "tasks")
     assert list(plan) == [0, 1, 5]
     assert plan[0] == [
         "regmix_ppl_prose",
@@ -283,7 +292,10 @@ def test_shot_plan_runs_perplexity_once_and_registry_tasks_at_every_count(tmp_pa
         "regmix_line_numbers",
     ]
     assert plan[1] == plan[5] == ["regmix_mc_prose", "regmix_mc_numbers", "regmix_line_numbers"]
-    paper = ev._task_plan({**EVAL_DEFAULTS, "suite": "lm_eval", "tasks": ["piqa", "sciq"], "num_fewshot": [0, 5]}, None)
+    paper = ev._task_plan(
+        Evaluation.from_dict({**EVAL_DEFAULTS, "suite": "lm_eval", "tasks": ["piqa", "sciq"], "num_fewshot": [0, 5]}),
+        None,
+    )
     assert paper == {0: ["piqa", "sciq"], 5: ["piqa", "sciq"]}
     with pytest.raises(FileNotFoundError, match="tasks.json"):
-        ev._task_plan(EVAL_DEFAULTS, tmp_path)
+        ev._task_plan(Evaluation.from_dict(EVAL_DEFAULTS), tmp_path)

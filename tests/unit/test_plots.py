@@ -16,7 +16,7 @@ from tests.helpers import synthetic_run as run
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     results = run.write_run(tmp_path_factory.mktemp("plots") / "results")
-    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.results_settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return results / "regmix.duckdb"
 
 
@@ -50,7 +50,7 @@ def test_every_figure_has_a_caption_file():
 @pytest.mark.parametrize("name", list(plots.DRAWERS))
 def test_every_axis_is_labelled(name, data):
     plt = plots._plt()
-    fig = plots.DRAWERS[name](data, run.settings(), plt)
+    fig = plots.DRAWERS[name](data, run.results_settings(), plt)
     try:
         for ax in (a for a in fig.axes if a.get_visible()):
             assert ax.get_xlabel() or ax.get_xticklabels(), name
@@ -61,7 +61,7 @@ def test_every_axis_is_labelled(name, data):
 
 def test_cv_figure_reports_the_spearman_of_the_rows(data):
     plt = plots._plt()
-    fig = plots.cv_pred_vs_true(data, run.settings(), plt)
+    fig = plots.cv_pred_vs_true(data, run.results_settings(), plt)
     # rows (true, predicted): (3.1, 3.05) (2.9, 2.95) (2.7, 2.72) (3.0, 2.9): ranks 4,2,1,3 vs 4,3,1,2 -> 0.8
     assert "ρ = 0.800" in fig.axes[0].get_title()
     plt.close(fig)
@@ -69,7 +69,7 @@ def test_cv_figure_reports_the_spearman_of_the_rows(data):
 
 def test_downstream_error_bars_are_the_stderr(data):
     plt = plots._plt()
-    fig = plots.downstream_scores(data, run.settings(), plt)
+    fig = plots.downstream_scores(data, run.results_settings(), plt)
     ax = next(a for a in fig.axes if a.get_title() == "regmix_mc_b")
     from matplotlib.container import BarContainer
 

@@ -7,13 +7,14 @@ import pytest
 
 from regmix.cli import main as cli_main
 from regmix.collect.database import build_database
+from regmix.settings.outputs import ResultsSettings
 from tests.helpers import synthetic_run as run
 
 
 @pytest.fixture
 def database(tmp_path):
     results = run.write_run(tmp_path / "results")
-    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.results_settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return results / "regmix.duckdb"
 
 
@@ -60,7 +61,7 @@ def test_summary_ranks_candidates_on_target_and_tasks(tmp_path, database):
 
 
 def test_summary_names_a_candidate_missing_from_the_database(tmp_path, database):
-    settings = {**run.settings(), "candidates": [*run.CANDIDATES, "random_000"]}
+    settings = ResultsSettings.from_json({**run.settings(), "candidates": [*run.CANDIDATES, "random_000"]}, "summary")
     with pytest.raises(ValueError, match="random_000"):
         from regmix import summary
 

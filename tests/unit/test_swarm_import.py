@@ -16,6 +16,7 @@ from regmix.config import ConfigError, validate_config
 from regmix.layout import Layout, SwarmDir
 from regmix.regression import load_model, regression_defaults
 from regmix.regression.swarm_import import read_import, swarm_defaults
+from regmix.settings.outputs import ResultsSettings
 from regmix.targets import target_slug
 from tests.helpers import assert_one_line
 from tests.helpers import synthetic_run as run
@@ -353,7 +354,7 @@ def test_database_loads_imported_swarms_with_their_source_and_every_target(tmp_p
         "extra_swarms": [{"name": "old", "mixtures": "m.csv", "losses": "l.csv"}],
     }
     db = results / "regmix.duckdb"
-    build_database(settings, results, db, regressor_loader=run.load_regressor)
+    build_database(ResultsSettings.from_json(settings, "collect"), results, db, regressor_loader=run.load_regressor)
     con = duckdb.connect(str(db), read_only=True)
     weights = con.execute("SELECT source, mix_id, domain, weight FROM imported_mixtures ORDER BY mix_id, domain").df()
     assert set(weights["source"]) == {"old"} and len(weights) == 4 * 3

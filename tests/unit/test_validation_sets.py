@@ -222,7 +222,7 @@ def test_losses_csv_has_a_set_column_outside_the_mean(tmp_path):
 @pytest.fixture
 def database(tmp_path):
     results = run.write_run(tmp_path / "results", validation_sets=SETS)
-    settings = run.settings(validation_sets=SETS, target=run.HELD_OUT)
+    settings = run.results_settings(validation_sets=SETS, target=run.HELD_OUT)
     build_database(settings, results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     return settings, results / "regmix.duckdb"
 
@@ -258,7 +258,7 @@ def test_the_summary_names_the_set_target_and_lists_every_sets_loss(database, tm
 
 def test_the_summary_refuses_a_database_without_the_sets_losses(tmp_path):
     results = run.write_run(tmp_path / "results")
-    build_database(run.settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
+    build_database(run.results_settings(), results, results / "regmix.duckdb", regressor_loader=run.load_regressor)
     with pytest.raises(ValueError, match="validation set 'held'"):
         summary.summary_table(results / "regmix.duckdb", run.CANDIDATES, ["held"])
 
