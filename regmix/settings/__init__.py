@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -43,3 +45,27 @@ def build_section(cls, values: dict, where: str, optional: tuple[str, ...] = ())
     if missing:
         raise ConfigError(f"settings key {where!r}: missing {missing} (expected regmix.config.stage_settings)")
     return cls(**{n: values[n] for n in names if n in values})
+
+
+# where a stage's settings JSON comes from, for the message that names a missing key
+_ORIGINS = {
+    "validation_set": "regmix.config.validation_set_settings(config, name)",
+    "import_swarm": "regmix.config.swarm_settings(config, name)",
+}
+
+
+def require_keys(settings: Mapping[str, Any], keys: Iterable[str], stage: str) -> None:
+    """A ConfigError naming the first of `keys` missing from `stage`'s settings JSON."""
+    origin = _ORIGINS.get(stage, f"regmix.config.stage_settings(config, {stage!r})")
+    for key in keys:
+        if key not in settings:
+            raise ConfigError(f"settings: missing key {key!r} (expected {origin})")
+
+
+def require_section(settings: Mapping[str, Any], key: str, stage: str) -> dict:
+    """`settings[key]`, which must be a mapping; a ConfigError naming the key otherwise."""
+    require_keys(settings, (key,), stage)
+    value = settings[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"settings key {key!r} of stage {stage!r}: must be a mapping, got {value!r}")
+    return value

@@ -12,24 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from regmix.settings import ConfigError, build_section, field_names
-
-
-def _require(settings: dict, keys: tuple[str, ...], stage: str) -> None:
-    for key in keys:
-        if key not in settings:
-            raise ConfigError(
-                f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
-            )
-
-
-def _section(settings: dict, key: str, stage: str) -> dict:
-    _require(settings, (key,), stage)
-    value = settings[key]
-    if not isinstance(value, dict):
-        raise ConfigError(f"settings key {key!r}: must be a mapping, got {value!r}")
-    return value
-
+from regmix.settings import ConfigError, build_section, field_names, require_keys, require_section
 
 # ------------------------------------------------------------------------------ mixtures
 
@@ -61,11 +44,11 @@ class MixturesSettings:
 
     @classmethod
     def from_json(cls, settings: dict, stage: str = "mixtures") -> MixturesSettings:
-        _require(settings, ("seed", "domains", "large_train_tokens"), stage)
+        require_keys(settings, ("seed", "domains", "large_train_tokens"), stage)
         return cls(
             seed=int(settings["seed"]),
             domains=tuple(settings["domains"]),
-            mixtures=build_section(MixtureSection, _section(settings, "mixtures", stage), "mixtures"),
+            mixtures=build_section(MixtureSection, require_section(settings, "mixtures", stage), "mixtures"),
             large_train_tokens=settings["large_train_tokens"],
         )
 
@@ -99,13 +82,10 @@ class SwarmImportSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> SwarmImportSettings:
-        for key in ("domains", "swarm"):
-            if key not in settings:
-                raise ConfigError(
-                    f"settings: missing key {key!r} (expected regmix.config.swarm_settings(config, name))"
-                )
+        require_keys(settings, ("domains", "swarm"), "import_swarm")
         return cls(
-            tuple(settings["domains"]), ExtraSwarm.from_dict(_section(settings, "swarm", "import_swarm"), "swarm")
+            tuple(settings["domains"]),
+            ExtraSwarm.from_dict(require_section(settings, "swarm", "import_swarm"), "swarm"),
         )
 
 
@@ -123,7 +103,7 @@ class RegressionSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> RegressionSettings:
-        return cls.from_section(_section(settings, "regression", "regression"))
+        return cls.from_section(require_section(settings, "regression", "regression"))
 
     @classmethod
     def from_section(cls, section: dict) -> RegressionSettings:
@@ -182,10 +162,10 @@ class ChooseSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> ChooseSettings:
-        _require(settings, ("seed", "max_epochs", "large_train_tokens"), "choose")
+        require_keys(settings, ("seed", "max_epochs", "large_train_tokens"), "choose")
         return cls(
             seed=int(settings["seed"]),
-            choose=ChooseSection.from_dict(_section(settings, "choose", "choose")),
+            choose=ChooseSection.from_dict(require_section(settings, "choose", "choose")),
             max_epochs=settings["max_epochs"],
             large_train_tokens=settings["large_train_tokens"],
         )
@@ -222,6 +202,6 @@ class CandidateSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> CandidateSettings:
-        _require(settings, ("seed", "domains", "named"), "candidates")
+        require_keys(settings, ("seed", "domains", "named"), "candidates")
         synthesis = MixturesSettings.from_json(settings, "candidates") if "mixtures" in settings else None
         return cls(int(settings["seed"]), tuple(settings["domains"]), dict(settings["named"]), synthesis)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from regmix.settings import ConfigError, build_section
+from regmix.settings import build_section, require_keys
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,6 @@ class TokenizerSpec:
     train_max_bytes_per_domain: int | None
 
 
-def _require(settings: Mapping[str, Any], keys: tuple[str, ...], stage: str) -> None:
-    origin = (
-        "regmix.config.validation_set_settings(config, name)"
-        if stage == "validation_set"
-        else f"regmix.config.stage_settings(config, {stage!r})"
-    )
-    for key in keys:
-        if key not in settings:
-            raise ConfigError(f"settings: missing key {key!r} (expected {origin})")
-
-
 @dataclass(frozen=True, kw_only=True)
 class ReadSettings:
     """What reading documents needs (regmix.sources.iter_documents): also what
@@ -74,7 +63,7 @@ class ReadSettings:
 
     @classmethod
     def from_json(cls, settings: Mapping[str, Any], stage: str = "eval_tasks") -> ReadSettings:
-        _require(settings, ("seed", "domains", "data"), stage)
+        require_keys(settings, ("seed", "domains", "data"), stage)
         return cls(**cls._common(settings, ReadOptions))
 
     @staticmethod
@@ -97,7 +86,7 @@ class DataSettings(ReadSettings):
     @classmethod
     def from_json(cls, settings: Mapping[str, Any], stage: str = "tokenize") -> DataSettings:
         """From the JSON of `stage` ("corpus", "tokenize", or "validation_set")."""
-        _require(settings, ("seed", "domains", "data"), stage)
+        require_keys(settings, ("seed", "domains", "data"), stage)
         return cls(**cls._common(settings, DataOptions))
 
 
@@ -109,6 +98,6 @@ class TokenizerSettings(DataSettings):
 
     @classmethod
     def from_json(cls, settings: Mapping[str, Any], stage: str = "tokenizer") -> TokenizerSettings:
-        _require(settings, ("seed", "domains", "data", "tokenizer"), stage)
+        require_keys(settings, ("seed", "domains", "data", "tokenizer"), stage)
         tokenizer = build_section(TokenizerSpec, settings["tokenizer"], "tokenizer")
         return cls(**cls._common(settings, DataOptions), tokenizer=tokenizer)

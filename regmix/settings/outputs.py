@@ -12,25 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from regmix.settings import ConfigError, build_section
+from regmix.settings import ConfigError, build_section, require_keys, require_section
 
 # stage_settings(config, stage) of the stages whose settings are ResultsSettings
 RESULTS_STAGES = ("collect", "summary", "plots")
-
-
-def _require(settings: dict, keys: tuple[str, ...], stage: str) -> None:
-    for key in keys:
-        if key not in settings:
-            raise ConfigError(
-                f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
-            )
-
-
-def _section(settings: dict, key: str, stage: str) -> dict:
-    value = settings[key]
-    if not isinstance(value, dict):
-        raise ConfigError(f"settings key {key!r} of stage {stage!r}: expected an object, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -58,11 +43,11 @@ class EvalTasksSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> EvalTasksSettings:
-        _require(settings, ("seed", "domains", "data", "evaluate", "window"), "eval_tasks")
+        require_keys(settings, ("seed", "domains", "data", "evaluate", "window"), "eval_tasks")
         return cls(
             seed=int(settings["seed"]),
             domains=tuple(settings["domains"]),
-            tasks=build_section(TaskBuilding, _section(settings, "evaluate", "eval_tasks"), "evaluate"),
+            tasks=build_section(TaskBuilding, require_section(settings, "evaluate", "eval_tasks"), "evaluate"),
             window=int(settings["window"]),
             raw=settings,
         )
@@ -97,10 +82,10 @@ class EvaluateSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> EvaluateSettings:
-        _require(settings, ("seed", "evaluate"), "evaluate")
+        require_keys(settings, ("seed", "evaluate"), "evaluate")
         return cls(
             seed=int(settings["seed"]),
-            evaluate=Evaluation.from_dict(_section(settings, "evaluate", "evaluate")),
+            evaluate=Evaluation.from_dict(require_section(settings, "evaluate", "evaluate")),
             raw=settings,
         )
 
@@ -147,11 +132,11 @@ class ResultsSettings:
         """From `stage_settings(config, stage)` (collect, summary or plots: the same JSON)."""
         if stage not in RESULTS_STAGES:
             raise ValueError(f"not a results stage: {stage!r} (known: {RESULTS_STAGES})")
-        _require(settings, ("seed", "domains", "regression", "candidates", "mixture_ids", "log_samples"), stage)
+        require_keys(settings, ("seed", "domains", "regression", "candidates", "mixture_ids", "log_samples"), stage)
         return cls(
             seed=int(settings["seed"]),
             domains=tuple(settings["domains"]),
-            regression=RegressionTargets.from_dict(_section(settings, "regression", stage)),
+            regression=RegressionTargets.from_dict(require_section(settings, "regression", stage)),
             candidates=tuple(settings["candidates"]),
             mixture_ids=tuple(settings["mixture_ids"]),
             log_samples=bool(settings["log_samples"]),
@@ -179,10 +164,10 @@ class ArchiveSettings:
 
     @classmethod
     def from_json(cls, settings: dict) -> ArchiveSettings:
-        _require(settings, ("seed", "archive", "container"), "archive")
+        require_keys(settings, ("seed", "archive", "container"), "archive")
         return cls(
             seed=int(settings["seed"]),
-            archive=build_section(ArchiveOptions, _section(settings, "archive", "archive"), "archive"),
+            archive=build_section(ArchiveOptions, require_section(settings, "archive", "archive"), "archive"),
             container=str(settings["container"]),
             raw=settings,
         )

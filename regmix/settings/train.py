@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from regmix.settings import ConfigError, build_section, field_names
+from regmix.settings import build_section, field_names, require_keys
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,7 @@ class TrainSettings:
         """From `stage_settings(config, stage)` ("proxy" or "large")."""
         if stage not in ("proxy", "large"):
             raise ValueError(f"unknown training stage {stage!r}")
-        for key in ("seed", "domains", stage, "model"):
-            if key not in settings:
-                raise ConfigError(
-                    f"settings: missing key {key!r} (expected regmix.config.stage_settings(config, {stage!r}))"
-                )
+        require_keys(settings, ("seed", "domains", stage, "model"), stage)
         section = settings[stage]
         runtime_fields = set(field_names(Runtime))
         hp = build_section(HyperParameters, section, stage, optional=("dtype",))
