@@ -25,7 +25,6 @@ from typing import Any
 
 from regmix import files, sources
 from regmix.settings import parse_settings
-from regmix.settings.data import ReadSettings
 from regmix.settings.outputs import EvalTasksSettings, EvaluateSettings, Evaluation, TaskBuilding
 
 TASKS_INDEX = "tasks.json"
@@ -241,9 +240,8 @@ def _write_tasks(settings: EvalTasksSettings, corpus_dir: Path, out_dir: Path, s
             f"large model's window of {settings.window} tokens (choices are capped in bytes, at most one token each)"
         )
     index: dict[str, Any] = {"tasks": [], "kinds": {}, "domains": {}, "documents": {}, "skipped": {}}
-    reading = ReadSettings.from_json(settings.raw, "eval_tasks")  # what sources.iter_documents reads
     for domain in settings.domains:
-        docs = [t for t in sources.iter_documents(reading, corpus_dir, domain, "valid") if t.strip()]
+        docs = [t for t in sources.iter_documents(settings.reading, corpus_dir, domain, "valid") if t.strip()]
         if not docs:
             raise ValueError(f"domain {domain!r} has no held-out (valid) documents in {corpus_dir}")
         rng = random.Random(f"{settings.seed}:{domain}")

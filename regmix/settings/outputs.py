@@ -3,7 +3,7 @@ the summary and the figures (which read the same settings), and the archive.
 
 Each is built from `regmix.config.stage_settings(config, stage)` by its `from_json`, which
 names a missing key. `raw` keeps that JSON as it came: it is the provenance record of the
-stage's outputs (so they stay byte-identical) and what `regmix.sources` reads documents with.
+stage's outputs (so they stay byte-identical).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from regmix.settings import ConfigError, build_section, require_keys, require_section
+from regmix.settings.data import ReadSettings
 
 # stage_settings(config, stage) of the stages whose settings are ResultsSettings
 RESULTS_STAGES = ("collect", "summary", "plots")
@@ -39,6 +40,8 @@ class EvalTasksSettings:
     tasks: TaskBuilding
     # the large model's seq_len: every choice must fit in it
     window: int
+    # what regmix.sources reads the held-out documents with
+    reading: ReadSettings
     raw: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -49,6 +52,7 @@ class EvalTasksSettings:
             domains=tuple(settings["domains"]),
             tasks=build_section(TaskBuilding, require_section(settings, "evaluate", "eval_tasks"), "evaluate"),
             window=int(settings["window"]),
+            reading=ReadSettings.from_json(settings, "eval_tasks"),
             raw=settings,
         )
 
