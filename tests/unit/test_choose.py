@@ -167,26 +167,9 @@ def test_cli_prior_must_name_the_model_domains(tmp_path, linear_model, capsys):
 
 
 def test_cli_takes_epoch_cap_and_run_size_from_settings(tmp_path, linear_model):
-    save_model(linear_model, tmp_path / "model")
-    (tmp_path / "prior.yaml").write_text(yaml.safe_dump(PRIOR))
-    (tmp_path / "counts.json").write_text(json.dumps({d: {"train": 2000, "valid": 10} for d in DOMAINS}))
     # every domain at most 0.6 of the run (3 epochs x 2000 / 10,000)
-    rc = regmix_main(
-        [
-            "choose",
-            "--model",
-            str(tmp_path / "model"),
-            "--prior",
-            str(tmp_path / "prior.yaml"),
-            "--tokens-available",
-            str(tmp_path / "counts.json"),
-            "--settings",
-            _settings({"samples": 2000, "top_k": 20, "chunk_size": 300}),
-            "--out",
-            str(tmp_path / "c.yaml"),
-        ]
-    )
-    assert rc == 0
+    section = {"samples": 2000, "top_k": 20, "chunk_size": 300}
+    assert _choose_cli(tmp_path, linear_model, section, tmp_path / "c.yaml") == 0
     chosen = yaml.safe_load((tmp_path / "c.yaml").read_text())
     assert (chosen["samples"], chosen["top_k"], chosen["seed"], chosen["max_epochs"]) == (2000, 20, 2, 3)
     assert 0.5 < max(chosen["weights"].values()) <= 0.6 + 1e-9  # 'docs' pushed up to its cap
